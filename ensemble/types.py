@@ -1,0 +1,189 @@
+"""Frozen domain values that flow gateway -> ensemble (fan-out -> rank -> fuse) -> gateway.
+
+These are *not* the OpenAI wire models (those live in ``gateway.protocol``); the gateway
+converts between the two in ``gateway.convert``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling knobs passed on to members. ``None`` means "backend default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: Mapping[str, float] | None = None
+    # Backend-specific extras (top_k, min_p, repetition_penalty, ...), merged last.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def merged(self, overrides: Mapping[str, Any]) -> SamplingParams:
+        """Return a copy where ``overrides`` (config-level member params) fill the gaps.
+
+        Request values win over config values, except for keys the request left unset.
+        """
+        known = {f for f in self.__dataclass_fields__ if f != "extra"}
+        updates: dict[str, Any] = {}
+        extra = dict(overrides.get("extra", {}))
+        for key, value in overrides.items():
+            if key == "extra":
+                continue
+            if key in known:
+                if getattr(self, key) in (None, ()):
+                    updates[key] = tuple(value) if key == "stop" else value
+            else:
+                extra.setdefault(key, value)
+        extra.update(self.extra)
+        return SamplingParams(**{**self.__dict__, **updates, "extra": extra})
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One finished sample from a backend."""
+
+    text: str
+    finish_reason: str | None = "stop"
+    usage: Usage | None = None  # usage of the whole upstream call, on the first sample only
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """One streamed piece of text. The last delta of a stream carries finish_reason/usage."""
+
+    text: str
+    index: int = 0
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A member's answer, as ranked and fused."""
+
+    member: str
+    sample: int
+    text: str
+    finish_reason: str | None
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class MemberFailure:
+    member: str
+    error_type: str
+    message: str
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Scores (higher = better) and competition ranks (1 = best), aligned with the candidates."""
+
+    scores: tuple[float, ...]
+    ranks: tuple[int, ...]
+
+    def order(self) -> list[int]:
+        """Candidate indices best first; ties keep the original order."""
+        return sorted(range(len(self.ranks)), key=lambda i: (self.ranks[i], i))
+
+
+@dataclass(frozen=True)
+class FuseStream:
+    """What a fuser returns: who fuses, and the text as it is produced."""
+
+    fuser: str
+    deltas: AsyncIterator[TextDelta]
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    fanout_s: float = 0.0
+    rank_s: float = 0.0
+    fuse_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BlendReport:
+    """Opt-in transparency: every candidate with score/rank, failures, timings, fuser used."""
+
+    candidates: Sequence[Candidate]
+    ranking: Ranking | None
+    failures: Sequence[MemberFailure]
+    fuser: str | None
+    timings: StageTimings
+
+
+@dataclass(frozen=True)
+class BlendRequest:
+    """One chat request as the engine sees it (already validated and clamped by the gateway)."""
+
+    model: str
+    messages: Sequence[ChatMessage]
+    params: SamplingParams = field(default_factory=SamplingParams)
+    n: int = 1
+    return_candidates: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class BlendResult:
+    model: str
+    choices: Sequence[Choice]
+    usage: Usage
+    report: BlendReport | None = None  # only when the request asked for it
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """Last event of ``BlendEngine.stream``: total usage and the opt-in report."""
+
+    usage: Usage
+    report: BlendReport | None = None
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    id: str
+    kind: Literal["ensemble", "single"]
+    members: tuple[str, ...] = ()
