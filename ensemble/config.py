@@ -204,6 +204,9 @@ class BlendgateConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     backends: dict[str, BackendConfig]
     models: list[ModelConfig] = Field(default_factory=list)
+    # Ranker behind POST /v1/rank and /v1/compare (PairRM as a service). None: the first
+    # ensemble's ranker.
+    rank_service: RankerConfig | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> BlendgateConfig:

@@ -171,7 +171,7 @@ class BlendResult:
     model: str
     choices: Sequence[Choice]
     usage: Usage
-    report: BlendReport | None = None  # only when the request asked for it
+    report: BlendReport | None = None  # always set for ensembles; the gateway shows it on request
 
 
 @dataclass(frozen=True)
