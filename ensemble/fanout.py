@@ -1,0 +1,119 @@
+"""Fan-out: ask every member of an ensemble at once and keep whatever answers in time.
+
+Each member is ONE ``backend.complete(messages, params, n=samples)`` call, bounded by its own
+timeout and by the ensemble's overall deadline, whichever comes first. All calls run in one
+``asyncio.TaskGroup``, so cancelling the caller cancels every upstream call. A member that
+fails or times out becomes a :class:`MemberFailure` on the result; it is never raised. Only
+when fewer than ``min_candidates`` answers arrived does :func:`fan_out` raise:
+:class:`DeadlineExceeded` if the overall deadline cut members off, else
+:class:`NoCandidatesError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ensemble.backends.base import Backend
+from ensemble.errors import DeadlineExceeded, NoCandidatesError
+from ensemble.types import (
+    Candidate,
+    ChatMessage,
+    Completion,
+    MemberFailure,
+    SamplingParams,
+    Usage,
+)
+
+
+@dataclass(frozen=True)
+class FanoutMember:
+    """One member call: ``samples`` answers from ``backend`` with these sampling params."""
+
+    label: str  # Candidate.member / MemberFailure.member
+    backend: Backend
+    samples: int
+    params: SamplingParams
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    candidates: tuple[Candidate, ...]  # member order, then sample order
+    failures: tuple[MemberFailure, ...]
+    usage: Usage  # summed over the members that answered
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    candidates: tuple[Candidate, ...] = ()
+    failure: MemberFailure | None = None
+    usage: Usage = Usage()
+    cut_by_deadline: bool = False
+
+
+async def fan_out(
+    messages: Sequence[ChatMessage],
+    members: Sequence[FanoutMember],
+    *,
+    min_candidates: int,
+    deadline_s: float,
+) -> FanoutResult:
+    """Run ``members`` concurrently; return their candidates and failures (see module doc)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline_at = started + deadline_s
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(_call(m, messages, deadline_at)) for m in members]
+    outcomes = [task.result() for task in tasks]
+    candidates = tuple(c for o in outcomes for c in o.candidates)
+    failures = tuple(o.failure for o in outcomes if o.failure is not None)
+    if len(candidates) < min_candidates:
+        message = (f"{len(candidates)} of the required {min_candidates} candidates "
+                   f"arrived from {len(members)} members")
+        if any(o.cut_by_deadline for o in outcomes):
+            raise DeadlineExceeded(f"deadline of {deadline_s:g}s passed: {message}", failures)
+        raise NoCandidatesError(message, failures)
+    usage = sum((o.usage for o in outcomes), Usage())
+    return FanoutResult(candidates, failures, usage, loop.time() - started)
+
+
+async def _call(
+    member: FanoutMember, messages: Sequence[ChatMessage], deadline_at: float
+) -> _Outcome:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    member_at = started + member.timeout_s
+    limit_at = min(member_at, deadline_at)
+
+    def failed(error_type: str, message: str, *, cut: bool = False) -> _Outcome:
+        failure = MemberFailure(member.label, error_type, message, loop.time() - started)
+        return _Outcome(failure=failure, cut_by_deadline=cut)
+
+    try:
+        async with asyncio.timeout_at(limit_at):
+            completions = await member.backend.complete(messages, member.params, member.samples)
+    except TimeoutError:
+        if deadline_at <= member_at:
+            return failed("BackendTimeout", "cut off by the ensemble deadline", cut=True)
+        return failed("BackendTimeout", f"no answer within the member timeout "
+                                        f"({member.timeout_s:g}s)")
+    except Exception as exc:  # noqa: BLE001 - a failing member degrades the ensemble only
+        return failed(type(exc).__name__, str(exc) or repr(exc))
+    return _collect(member, completions, loop.time() - started)
+
+
+def _collect(member: FanoutMember, completions: Sequence[Completion], latency: float) -> _Outcome:
+    answered = [
+        Candidate(member.label, index, c.text, c.finish_reason, latency)
+        for index, c in enumerate(completions[: member.samples])
+        if c.text.strip()
+    ]
+    usage = sum((c.usage for c in completions if c.usage is not None), Usage())
+    if answered:
+        return _Outcome(candidates=tuple(answered), usage=usage)
+    failure = MemberFailure(member.label, "BackendProtocolError",
+                            f"{len(completions)} completions, none with text", latency)
+    return _Outcome(failure=failure, usage=usage)

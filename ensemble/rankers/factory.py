@@ -1,0 +1,64 @@
+"""Build the ranker a ``RankerConfig`` names, and share one instance per identical config.
+
+Ranking models are imported only when configured (PairRM and reward models pull in torch and
+DeBERTa; the consensus ranker MiniLM). :class:`RankerCache` belongs to whoever builds the
+rankers (the engine), so one loaded model serves every ensemble, and ``/v1/rank``, that asks
+for the same config; it is not a module global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ensemble.config import (
+    ConsensusRankerConfig,
+    NoRankerConfig,
+    PairRMRankerConfig,
+    RankerConfig,
+    RewardModelRankerConfig,
+)
+from ensemble.errors import ConfigError
+from ensemble.rankers.base import Ranker
+from ensemble.rankers.passthrough import PassthroughRanker
+
+
+async def build_ranker(cfg: RankerConfig) -> Ranker:
+    """Return a ready ranker; models load off the event loop inside ``load``."""
+    ranker: Ranker
+    if isinstance(cfg, NoRankerConfig):
+        ranker = PassthroughRanker()
+    elif isinstance(cfg, ConsensusRankerConfig):
+        from ensemble.rankers.consensus import ConsensusRanker
+
+        ranker = await ConsensusRanker.load(cfg)
+    elif isinstance(cfg, PairRMRankerConfig):
+        from ensemble.rankers.pairrm import PairRMRanker
+
+        ranker = await PairRMRanker.load(cfg)
+    elif isinstance(cfg, RewardModelRankerConfig):
+        from ensemble.rankers.reward_model import RewardModelRanker
+
+        ranker = await RewardModelRanker.load(cfg)
+    else:
+        raise ConfigError(f"unknown ranker type {getattr(cfg, 'type', cfg)!r}", key="ranker.type")
+    return ranker
+
+
+class RankerCache:
+    """One ranker per distinct config; ``aclose`` closes each exactly once."""
+
+    def __init__(self) -> None:
+        self._rankers: dict[str, Ranker] = {}
+        self._lock = asyncio.Lock()  # two concurrent gets of one config load it once
+
+    async def get(self, cfg: RankerConfig) -> Ranker:
+        key = cfg.model_dump_json()
+        async with self._lock:
+            if key not in self._rankers:
+                self._rankers[key] = await build_ranker(cfg)
+            return self._rankers[key]
+
+    async def aclose(self) -> None:
+        rankers, self._rankers = list(self._rankers.values()), {}
+        for ranker in rankers:
+            await ranker.aclose()
