@@ -1,0 +1,144 @@
+"""``create_app(config)``: the FastAPI app, its lifespan and its error handlers.
+
+Nothing happens at import. The lifespan builds the engine from the parsed config (or uses the
+one passed in, which the caller then owns and closes) and keeps it as ``app.state.engine``;
+routes reach it there, and so does the ranking service router.
+
+Every error leaves in OpenAI's shape ``{"error": {message, type, param, code}}``:
+``APIError`` as is, ``BlendError`` through ``gateway.errors``' table, routing errors (404/405)
+by status, and anything else as a generic 500 logged with its stack.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ensemble.config import BlendgateConfig
+from ensemble.errors import BlendError
+from gateway import routes
+from gateway.auth import APIKeys
+from gateway.convert import RequestLimits
+from gateway.deps import Engine
+from gateway.errors import APIError, from_blend_error, internal_error
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.settings import read_api_keys
+from gateway.streaming import ClientDisconnected
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> FastAPI:
+    """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = engine is None
+        app.state.engine = engine if engine is not None else await _build_engine(config)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.engine.aclose()
+
+    app = FastAPI(title="blendgate", summary="OpenAI-compatible LLM ensemble gateway",
+                  lifespan=lifespan)
+    app.state.config = config
+    app.state.limits = RequestLimits.from_config(config)
+    app.state.api_keys = APIKeys.of(read_api_keys(config.server))
+    app.state.metrics = GatewayMetrics(config.served_model_ids())
+
+    app.include_router(routes.public)
+    app.include_router(routes.api)
+    # PairRM as a service (POST /v1/rank, /v1/compare): gateway/ranking.py's ``router`` is
+    # included here, behind the same API-key dependency, once that module lands.
+
+    _install_error_handlers(app)
+    app.add_middleware(InternalErrorMiddleware)
+    metered = [path for route in app.routes if (path := getattr(route, "path", "")).startswith("/v1/")]
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, endpoints=metered)
+    return app
+
+
+async def _build_engine(config: BlendgateConfig) -> Engine:
+    from ensemble.engine import BlendEngine
+
+    return await BlendEngine.from_config(config)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, APIError)
+        return error_response(exc)
+
+    async def on_blend_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BlendError)
+        error = from_blend_error(exc)
+        logger.log(logging.WARNING if error.status >= 500 else logging.INFO,
+                   "%s %s -> %d %s: %s", request.method, request.url.path, error.status,
+                   type(exc).__name__, exc)
+        return error_response(error)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = (f"Unknown request URL: {request.method} {request.url.path}."
+                   if exc.status_code == 404 else str(exc.detail))
+        return error_response(APIError(exc.status_code, message, headers=exc.headers))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        return error_response(APIError(400, str(first.get("msg"))))
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        return Response(status_code=499)  # nobody is listening; metrics see 499
+
+    app.add_exception_handler(APIError, on_api_error)
+    app.add_exception_handler(BlendError, on_blend_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnected, on_disconnect)
+
+
+class InternalErrorMiddleware:
+    """Turns an unexpected exception into OpenAI's generic 500 and logs its stack.
+
+    (Starlette's own ``Exception`` handler answers but then re-raises into the server.) Once a
+    response has started nothing can be sent; streams report their own errors in-band.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await error_response(internal_error())(scope, receive, send)

@@ -1,0 +1,279 @@
+"""Wire <-> domain: OpenAI request models to ``BlendRequest``, engine results to responses.
+
+The only module that imports both ``gateway.protocol`` and ``ensemble``. Requests are checked
+against the server limits here (``n``, candidates per request, ``max_tokens``); anything a
+client can get wrong raises ``InvalidParamsError`` with the offending ``param``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from ensemble.config import BlendgateConfig, EnsembleModelConfig
+from ensemble.errors import InvalidParamsError
+from ensemble.types import (
+    BlendReport,
+    BlendRequest,
+    BlendResult,
+    ChatMessage,
+    SamplingParams,
+    ServedModel,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+from gateway.protocol import (
+    BlendCandidate,
+    BlendFailure,
+    BlendInfo,
+    BlendTimings,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionMessage,
+    ChatCompletionMessageParam,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceDelta,
+    CompletionUsage,
+    ModelCard,
+    ModelList,
+)
+
+_UNSUPPORTED_PARTS = {
+    "image_url": "image",
+    "input_audio": "audio",
+    "file": "file",
+}
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Server limits applied to every chat request."""
+
+    max_n: int
+    max_candidates: int
+    max_tokens_limit: int | None = None
+    # Candidates one choice costs, per served model (sum of members' samples; 1 otherwise).
+    samples: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: BlendgateConfig) -> RequestLimits:
+        samples = {
+            m.id: sum(member.samples for member in m.members)
+            for m in config.models
+            if isinstance(m, EnsembleModelConfig)
+        }
+        server = config.server
+        return cls(server.max_n, server.max_candidates, server.max_tokens_limit, samples)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def to_blend_request(request: ChatCompletionRequest, limits: RequestLimits) -> BlendRequest:
+    _reject_unsupported(request)
+    if request.n > limits.max_n:
+        raise InvalidParamsError(
+            f"n={request.n} is above this server's limit of {limits.max_n}.", param="n"
+        )
+    candidates = limits.samples.get(request.model, 1) * request.n
+    if candidates > limits.max_candidates:
+        raise InvalidParamsError(
+            f"n={request.n} asks model `{request.model}` for {candidates} candidates; "
+            f"this server allows {limits.max_candidates} per request.",
+            param="n",
+        )
+    return BlendRequest(
+        model=request.model,
+        messages=tuple(_to_message(m, i) for i, m in enumerate(request.messages)),
+        params=_to_params(request, limits.max_tokens_limit),
+        n=request.n,
+        return_candidates=bool(request.blend and request.blend.return_candidates),
+    )
+
+
+def _reject_unsupported(request: ChatCompletionRequest) -> None:
+    if request.logprobs:
+        raise InvalidParamsError("logprobs are not supported by blendgate.", param="logprobs")
+    if request.tools and request.tool_choice != "none":
+        raise InvalidParamsError(
+            "Tool calling is not supported by blendgate; send no tools or tool_choice='none'.",
+            param="tools",
+        )
+    if request.response_format is not None and request.response_format.type != "text":
+        raise InvalidParamsError(
+            f"response_format type '{request.response_format.type}' is not supported; "
+            "only 'text' is.",
+            param="response_format.type",
+        )
+
+
+def _to_message(message: ChatCompletionMessageParam, index: int) -> ChatMessage:
+    content = message.content
+    if content is None:
+        if message.role != "assistant":
+            raise InvalidParamsError(
+                f"Message of role '{message.role}' needs content.",
+                param=f"messages[{index}].content",
+            )
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    else:
+        text = "".join(_part_text(part.type, part.text, index, j) for j, part in enumerate(content))
+    return ChatMessage(role=message.role, content=text, name=message.name)
+
+
+def _part_text(kind: str, text: str | None, index: int, part: int) -> str:
+    param = f"messages[{index}].content[{part}]"
+    if kind == "text":
+        if text is None:
+            raise InvalidParamsError("A text content part needs 'text'.", param=param)
+        return text
+    what = _UNSUPPORTED_PARTS.get(kind, f"'{kind}'")
+    raise InvalidParamsError(
+        f"{what} content parts are not supported: blendgate's members read text only.",
+        param=param,
+    )
+
+
+def _to_params(request: ChatCompletionRequest, max_tokens_limit: int | None) -> SamplingParams:
+    max_tokens = request.max_completion_tokens or request.max_tokens
+    if max_tokens_limit is not None:
+        max_tokens = min(max_tokens or max_tokens_limit, max_tokens_limit)
+    stop = request.stop
+    extra: dict[str, Any] = {
+        key: value
+        for key in ("top_k", "min_p", "repetition_penalty")
+        if (value := getattr(request, key)) is not None
+    }
+    return SamplingParams(
+        temperature=request.temperature,
+        top_p=request.top_p,
+        max_tokens=max_tokens,
+        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
+        seed=request.seed,
+        presence_penalty=request.presence_penalty,
+        frequency_penalty=request.frequency_penalty,
+        logit_bias=request.logit_bias,
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def to_usage(usage: Usage) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+def to_blend_info(report: BlendReport) -> BlendInfo:
+    ranking = report.ranking
+    candidates = [
+        BlendCandidate(
+            member=c.member,
+            sample=c.sample,
+            text=c.text,
+            score=ranking.scores[i] if ranking else None,
+            rank=ranking.ranks[i] if ranking else None,
+            latency_s=c.latency_s,
+            finish_reason=c.finish_reason,
+        )
+        for i, c in enumerate(report.candidates)
+    ]
+    failures = [
+        BlendFailure(member=f.member, error=f.message, type=f.error_type, latency_s=f.latency_s)
+        for f in report.failures
+    ]
+    t = report.timings
+    timings = BlendTimings(fanout_s=t.fanout_s, rank_s=t.rank_s, fuse_s=t.fuse_s,
+                           total_s=t.total_s)
+    return BlendInfo(candidates=candidates, failures=failures, fuser=report.fuser,
+                     timings=timings)
+
+
+def to_chat_completion(
+    result: BlendResult, *, completion_id: str, created: int, include_report: bool
+) -> ChatCompletionResponse:
+    choices = [
+        ChatCompletionChoice(
+            index=c.index,
+            message=ChatCompletionMessage(content=c.text),
+            finish_reason=c.finish_reason,
+        )
+        for c in result.choices
+    ]
+    blend = to_blend_info(result.report) if include_report and result.report else None
+    return ChatCompletionResponse(
+        id=completion_id, created=created, model=result.model, choices=choices,
+        usage=to_usage(result.usage), blend=blend,
+    )
+
+
+def to_model_list(models: list[ServedModel], created: int) -> ModelList:
+    return ModelList(
+        data=[
+            ModelCard(id=m.id, created=created, kind=m.kind, members=list(m.members))
+            for m in models
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """What every chunk of one streamed completion repeats."""
+
+    id: str
+    created: int
+    model: str
+
+    def chunk(self, choices: list[ChatCompletionChunkChoice], **fields: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=choices, **fields
+        )
+
+    def delta(self, index: int, delta: ChoiceDelta, finish: str | None = None) -> ChatCompletionChunk:
+        choice = ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish)
+        return self.chunk([choice])
+
+
+async def to_chunks(
+    events: AsyncIterator[TextDelta | StreamEnd],
+    header: ChunkHeader,
+    *,
+    include_usage: bool,
+    include_report: bool,
+    on_end: Callable[[StreamEnd], None],
+) -> AsyncIterator[ChatCompletionChunk]:
+    """Engine events -> ``chat.completion.chunk`` models, OpenAI's way.
+
+    Each choice opens with a role chunk and closes with an empty delta carrying
+    ``finish_reason``. After all choices, one chunk with no choices carries the usage (when
+    ``include_usage``) and the ``blend`` report (when asked for). Closing this iterator closes
+    ``events``, so the engine stops generating.
+    """
+    opened: set[int] = set()
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, StreamEnd):
+                on_end(event)
+                blend = to_blend_info(event.report) if include_report and event.report else None
+                if include_usage or blend is not None:
+                    usage = to_usage(event.usage) if include_usage else None
+                    yield header.chunk([], usage=usage, blend=blend)
+                return
+            if event.index not in opened:
+                opened.add(event.index)
+                yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))
+            if event.text:
+                yield header.delta(event.index, ChoiceDelta(content=event.text))
+            if event.finish_reason is not None:
+                yield header.delta(event.index, ChoiceDelta(), event.finish_reason)

@@ -1,0 +1,81 @@
+"""FastAPI dependencies, used as ``Annotated`` aliases so handler signatures read as types.
+
+Everything app-scoped is built by ``create_app`` and kept on ``app.state``; these functions
+only fetch it. ``ChatBody`` reads the body itself (with the size limit) so that oversized,
+malformed or invalid bodies are answered in OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from pydantic import ValidationError
+
+from ensemble.rankers.base import Ranker
+from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta
+from gateway.convert import RequestLimits
+from gateway.errors import APIError, from_validation_error
+from gateway.metrics import GatewayMetrics
+from gateway.protocol import ChatCompletionRequest
+
+
+class Engine(Protocol):
+    """What the gateway needs of ``ensemble.engine.BlendEngine`` (tests pass doubles)."""
+
+    def models(self) -> list[ServedModel]: ...
+
+    async def complete(self, request: BlendRequest) -> BlendResult: ...
+
+    def stream(self, request: BlendRequest) -> AsyncIterator[TextDelta | StreamEnd]: ...
+
+    def service_ranker(self) -> Ranker | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def get_engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def get_limits(request: Request) -> RequestLimits:
+    limits: RequestLimits = request.app.state.limits
+    return limits
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return metrics
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over ``limit`` bytes before reading it all."""
+    too_large = APIError(
+        413, f"Request body is larger than this server's limit of {limit} bytes.",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def get_chat_body(request: Request) -> ChatCompletionRequest:
+    body = await read_body(request, request.app.state.config.server.max_body_bytes)
+    try:
+        return ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+EngineDep = Annotated[Engine, Depends(get_engine)]
+LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+ChatBody = Annotated[ChatCompletionRequest, Depends(get_chat_body)]

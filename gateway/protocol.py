@@ -1,0 +1,256 @@
+"""OpenAI wire models for the chat completions API (and blendgate's opt-in ``blend`` object).
+
+Requests accept unknown fields (clients such as LibreChat and Open WebUI send keys we do not
+use) and log which ones were ignored; responses copy OpenAI's field names exactly. This module
+imports pydantic and nothing else from the project: the domain types live in ``ensemble`` and
+``gateway.convert`` maps between the two.
+
+Reference: https://platform.openai.com/docs/api-reference/chat/create
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidatorFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+
+logger = logging.getLogger(__name__)
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class OpenAIBaseModel(BaseModel):
+    """Request base: unknown fields are kept, and logged once per request at INFO."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _log_ignored_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        result = handler(data)
+        if isinstance(data, dict) and result.model_extra:
+            logger.info("%s: ignored fields %s", cls.__name__, sorted(result.model_extra))
+        return result
+
+
+class _WireModel(BaseModel):
+    """Response base: fields named in ``omit_if_none`` are left out when they are None.
+
+    OpenAI leaves ``usage`` off ordinary chunks and an unused ``delta.role`` off later ones;
+    other null fields (``finish_reason``, ``logprobs``) are sent as null, as OpenAI does.
+    """
+
+    omit_if_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_nones(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if not (v is None and k in self.omit_if_none)}
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+# --------------------------------------------------------------------------- request
+
+
+class ContentPart(OpenAIBaseModel):
+    """One part of a list-valued message content. Only ``type="text"`` is served."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatCompletionMessageParam(OpenAIBaseModel):
+    role: Role
+    # A string or a list of parts; None only for assistant turns that carried tool calls.
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class StreamOptions(OpenAIBaseModel):
+    include_usage: bool = False
+
+
+class ResponseFormat(OpenAIBaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class BlendOptions(BaseModel):
+    """blendgate's own request options, sent by the openai SDK as ``extra_body={"blend": ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    return_candidates: bool = False
+
+
+class ChatCompletionRequest(OpenAIBaseModel):
+    """Fields in the order of OpenAI's reference; blendgate/vLLM extras after them."""
+
+    messages: Annotated[list[ChatCompletionMessageParam], Field(min_length=1)]
+    model: str
+    audio: dict[str, Any] | None = None
+    frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
+    max_tokens: Annotated[int | None, Field(ge=1)] = None  # deprecated alias, still sent
+    metadata: dict[str, str] | None = None
+    modalities: list[str] | None = None
+    n: Annotated[int, Field(ge=1)] = 1
+    parallel_tool_calls: bool | None = None
+    presence_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
+    reasoning_effort: str | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    service_tier: str | None = None
+    stop: str | list[str] | None = None
+    store: bool | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
+    tool_choice: str | dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    top_logprobs: Annotated[int | None, Field(ge=0, le=20)] = None
+    top_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    user: str | None = None
+
+    # vLLM / llama.cpp sampling extras, passed through to members.
+    top_k: int | None = Field(None, description="Sample from the k most likely tokens.")
+    min_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    repetition_penalty: Annotated[float | None, Field(gt=0.0)] = None
+
+    # blendgate.
+    blend: BlendOptions | None = Field(None, description="Opt-in ensemble transparency.")
+
+
+# --------------------------------------------------------------------------- response
+
+
+class CompletionUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletionMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str | None
+    logprobs: None = None
+
+
+class BlendCandidate(BaseModel):
+    member: str
+    sample: int
+    text: str
+    score: float | None
+    rank: int | None
+    latency_s: float
+    finish_reason: str | None
+
+
+class BlendFailure(BaseModel):
+    member: str
+    error: str
+    type: str
+    latency_s: float
+
+
+class BlendTimings(BaseModel):
+    fanout_s: float
+    rank_s: float
+    fuse_s: float
+    total_s: float
+
+
+class BlendInfo(BaseModel):
+    """What the ensemble did: every candidate with score and rank, failures, fuser, timings."""
+
+    candidates: list[BlendCandidate]
+    failures: list[BlendFailure]
+    fuser: str | None
+    timings: BlendTimings
+
+
+class ChatCompletionResponse(_WireModel):
+    omit_if_none = frozenset({"blend"})
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage
+    system_fingerprint: str | None = None
+    blend: BlendInfo | None = None
+
+
+class ChoiceDelta(_WireModel):
+    omit_if_none = frozenset({"role", "content"})
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatCompletionChunkChoice(BaseModel):
+    index: int
+    delta: ChoiceDelta
+    finish_reason: str | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(_WireModel):
+    omit_if_none = frozenset({"usage", "blend"})
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatCompletionChunkChoice]
+    system_fingerprint: str | None = None
+    usage: CompletionUsage | None = None
+    blend: BlendInfo | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "blendgate"
+    # blendgate: "ensemble" or "single", and the member backends behind the id.
+    kind: str
+    members: list[str]
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
