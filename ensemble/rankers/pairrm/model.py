@@ -1,0 +1,89 @@
+"""The PairRM network: a DeBERTa-v2/v3 encoder plus LLM-Blender's small pairwise head.
+
+Spec: ``shared/reference/llm-blender-spec.md`` sections 1.1, 1.5 and 2.1. The module names
+(``pretrained_model``, ``head_layer.{0..4}``) are the state-dict names of both public checkpoints
+(``llm-blender/PairRM`` and ``llm-blender/PairRM-hf``), so either file loads strictly into
+:class:`PairRMModel`. No I/O here: building from files lives in ``checkpoint.py``.
+
+One row of ``input_ids`` is one ordered pair, laid out as
+
+    [CLS] <|source|> src [SEP] [CLS] <|candidate1|> A [SEP] [CLS] <|candidate2|> B [SEP] [PAD]...
+
+and the output is one logit per row: > 0 means the LEFT candidate (A) is better.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DebertaV2Config, DebertaV2Model
+
+
+@dataclass(frozen=True)
+class PrefixIds:
+    """Ids of the four prompt tokens (128001..128004 in the real checkpoints)."""
+
+    source: int
+    candidate1: int
+    candidate2: int
+    candidate: int
+
+    @classmethod
+    def after_mask(cls, mask_id: int) -> PrefixIds:
+        """The ids LLM-Blender's collator produces: the four tokens appended right after [MASK]."""
+        return cls(mask_id + 1, mask_id + 2, mask_id + 3, mask_id + 4)
+
+
+class PairRMModel(nn.Module):
+    """``DebertaV2Model`` backbone (``pretrained_model``) + shared pairwise head (``head_layer``)."""
+
+    def __init__(
+        self, config: DebertaV2Config, prefix_ids: PrefixIds, *, n_tasks: int = 1,
+        drop_out: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.prefix_ids = prefix_ids  # plain attribute: not part of the state dict
+        self.n_tasks = n_tasks
+        hidden = config.hidden_size
+        self.pretrained_model = DebertaV2Model(config)
+        # Index numbering is part of the checkpoint format: head_layer.1 and head_layer.4.
+        self.head_layer = nn.Sequential(
+            nn.Dropout(drop_out),
+            nn.Linear(2 * hidden, hidden),
+            nn.Tanh(),
+            nn.Dropout(drop_out),
+            nn.Linear(hidden, n_tasks),
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pairwise logits [B] (float32) for rows of ``input_ids`` [B, L] padded at the end."""
+        # Drop columns that are padding in every row (both originals do this): L -> L'.
+        width = int(attention_mask.sum(dim=1).max().item())
+        input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
+        hidden = self.pretrained_model(
+            input_ids=input_ids, attention_mask=attention_mask
+        ).last_hidden_state  # [B, L', H]
+        h_src = self._gather(hidden, input_ids, self.prefix_ids.source)  # [B, H]
+        h_left = self._gather(hidden, input_ids, self.prefix_ids.candidate1)  # [B, H]
+        h_right = self._gather(hidden, input_ids, self.prefix_ids.candidate2)  # [B, H]
+        left = self.head_layer(torch.cat([h_src, h_left], dim=-1))  # [B, n_tasks]
+        right = self.head_layer(torch.cat([h_src, h_right], dim=-1))  # [B, n_tasks]
+        return (left - right).mean(dim=-1).float()  # [B]
+
+    @staticmethod
+    def _gather(hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+        """The hidden state [B, H] at the single position of ``token_id`` in every row."""
+        hits = input_ids == token_id  # [B, L']
+        counts = hits.sum(dim=1)  # [B]
+        if not bool((counts == 1).all()):
+            bad = int((counts != 1).nonzero()[0, 0])
+            raise ValueError(
+                f"row {bad} contains prompt token id {token_id} {int(counts[bad])} times; "
+                "each pair row must contain it exactly once"
+            )
+        positions = hits.int().argmax(dim=1)  # [B]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        return hidden[rows, positions]  # [B, H]
