@@ -20,6 +20,7 @@ from ensemble.errors import OverloadedError
 
 T = TypeVar("T")
 R = TypeVar("R")
+U = TypeVar("U")
 
 
 @dataclass
@@ -59,7 +60,7 @@ class BatchWorker(Generic[T, R]):
         self._consumer: asyncio.Task[None] | None = None
         self._carry: _Pending[T, R] | None = None
 
-    async def run(self, fn: Callable[[], R]) -> R:
+    async def run(self, fn: Callable[[], U]) -> U:
         """Run an arbitrary call on this worker's device thread (loading, warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
