@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ensemble.backends.base import Backend
 from ensemble.errors import DeadlineExceeded, NoCandidatesError
@@ -50,7 +50,7 @@ class FanoutResult:
 class _Outcome:
     candidates: tuple[Candidate, ...] = ()
     failure: MemberFailure | None = None
-    usage: Usage = Usage()
+    usage: Usage = field(default_factory=Usage)
     cut_by_deadline: bool = False
 
 

@@ -16,7 +16,6 @@ scores (a tie, sharing the best rank).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from ensemble.backends.model_path import PACKAGE_PREFIX, package_dir
 from ensemble.compute import BatchWorker
 from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
@@ -72,7 +72,7 @@ class ConsensusRanker:
             scores = await self._worker.submit(tuple(candidates))
         except OverloadedError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any model failure is the ranker's
+        except Exception as exc:  # any model failure is the ranker's
             raise RankerError(f"consensus ranker: {type(exc).__name__}: {exc}") from exc
         return Ranking(scores=scores, ranks=tuple(competition_ranks(scores)))
 
@@ -83,13 +83,9 @@ class ConsensusRanker:
 def resolve_model_dir(spec: str) -> str:
     """``package:NAME`` -> the model directory shipped inside that installed package (its
     ``model/`` folder when it has one); anything else is returned as is (path or hub id)."""
-    if not spec.startswith("package:"):
+    if not spec.startswith(PACKAGE_PREFIX):
         return spec
-    name = spec.removeprefix("package:")
-    found = importlib.util.find_spec(name)
-    if found is None or not found.submodule_search_locations:
-        raise ConfigError(f"package {name!r} is not installed", key="ranker.model")
-    root = Path(next(iter(found.submodule_search_locations)))
+    root = package_dir(spec)
     nested = root / "model"
     return str(nested if (nested / "config.json").is_file() else root)
 
