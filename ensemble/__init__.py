@@ -44,6 +44,7 @@ __all__ = [
     "BlendReport",
     "BlendRequest",
     "BlendResult",
+    "Blender",
     "BlendgateConfig",
     "Candidate",
     "ChatMessage",
@@ -67,3 +68,15 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+# Public names whose modules import torch: loaded on first attribute access, so that
+# ``import ensemble`` stays light (no torch, no transformers).
+_LAZY = {"Blender": "ensemble.blender"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ensemble' has no attribute {name!r}")

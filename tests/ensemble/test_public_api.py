@@ -1,0 +1,53 @@
+"""The ``ensemble`` facade: ``__all__`` lists exactly the public names, and importing stays light."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import ensemble
+
+
+def _public_names() -> set[str]:
+    """Public non-module attributes, plus the names the package loads lazily on access."""
+    eager = {
+        name
+        for name, value in vars(ensemble).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    return eager | set(ensemble._LAZY)
+
+
+def test_all_is_the_sorted_set_of_public_names() -> None:
+    assert ensemble.__all__ == sorted(_public_names())
+
+
+def test_every_exported_name_resolves() -> None:
+    code = (
+        "import ensemble\n"
+        "missing = [n for n in ensemble.__all__ if getattr(ensemble, n, None) is None]\n"
+        "assert not missing, missing\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_attribute_raises_attribute_error() -> None:
+    try:
+        ensemble.NoSuchName  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchName" in str(exc)
+    else:
+        raise AssertionError("ensemble.NoSuchName did not raise")
+
+
+def test_import_ensemble_does_not_import_torch_or_transformers() -> None:
+    code = (
+        "import sys\n"
+        "import ensemble\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "ensemble.Blender\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
