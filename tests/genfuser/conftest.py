@@ -1,0 +1,43 @@
+"""Tiny GenFuser checkpoints (see ``tiny_t5.py``), built once per session.
+
+    tiny_fuser_dir      a random tiny T5 in gen_fuser_3b's file layout
+    endless_fuser_dir   the same, with min_new_tokens=96 in generation_config.json, so a
+                        decode of up to 96 tokens never stops at EOS on its own
+    tiny_tokenizer      the tokenizer loaded from tiny_fuser_dir
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from tests.genfuser.tiny_t5 import build_tiny_checkpoint
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("gen_fuser_tiny"))
+
+
+@pytest.fixture(scope="session")
+def endless_fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("gen_fuser_endless"),
+                                 generation={"min_new_tokens": 96})
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_fuser_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(str(tiny_fuser_dir))
