@@ -62,8 +62,7 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
-    metered = [path for route in app.routes if (path := getattr(route, "path", "")).startswith("/v1/")]
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, endpoints=metered)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
 

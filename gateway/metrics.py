@@ -76,15 +76,18 @@ class GatewayMetrics:
 
 
 class MetricsMiddleware:
-    """Counts each request to ``endpoints`` once it has been answered (or abandoned)."""
+    """Counts each request under ``prefix`` once it has been answered (or abandoned).
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, endpoints: Collection[str]) -> None:
+    The ``endpoint`` label is the matched route's path template, or ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, prefix: str = "/v1/") -> None:
         self.app = app
         self.metrics = metrics
-        self.endpoints = frozenset(endpoints)
+        self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.endpoints:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
         state: dict[str, object] = scope.setdefault("state", {})
@@ -104,8 +107,9 @@ class MetricsMiddleware:
             raise
         finally:
             model = state.get(STATE_MODEL)
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.observe_request(
-                scope["path"], model if isinstance(model, str) else None,
+                endpoint, model if isinstance(model, str) else None,
                 int(state.get(STATE_STATUS, status)),  # type: ignore[call-overload]
                 time.perf_counter() - started,
             )

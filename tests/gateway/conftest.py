@@ -71,9 +71,11 @@ class ScriptedEngine:
     fail: Exception | None = None  # raised by complete(), or by stream() after fail_after deltas
     fail_after: int = 0
     delta_delay_s: float = 0.0
+    complete_delay_s: float = 0.0
     requests: list[BlendRequest] = field(default_factory=list)
-    stream_started: asyncio.Event = field(default_factory=asyncio.Event)
-    stream_cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    # threading events: the engine may run on a uvicorn thread's loop while the test waits.
+    stream_started: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=threading.Event)
     closed: bool = False
 
     def models(self) -> list[ServedModel]:
@@ -111,6 +113,11 @@ class ScriptedEngine:
 
     async def complete(self, request: BlendRequest) -> BlendResult:
         self._check(request)
+        try:
+            await asyncio.sleep(self.complete_delay_s)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
         if self.fail is not None:
             raise self.fail
         choices = [Choice(i, t, "stop") for i, t in enumerate(self.texts(request))]
@@ -133,7 +140,7 @@ class ScriptedEngine:
                     await asyncio.sleep(self.delta_delay_s)
             yield StreamEnd(self.usage(request), self.report(request))
         except (asyncio.CancelledError, GeneratorExit):
-            self.stream_cancelled.set()
+            self.cancelled.set()
             raise
 
 
