@@ -1,0 +1,429 @@
+"""``BlendEngine``: the one object the HTTP gateway talks to.
+
+It serves two kinds of model (``models()``):
+
+* an **ensemble**: fan out to its members (``ensemble.fanout``), rank the candidates (skipped
+  when only one arrived), keep the ``top_k`` best and fuse them into one answer. ``n`` > 1
+  means n independent fuse calls over the same ranking, run concurrently; choice i is the
+  i-th fused answer. The :class:`BlendReport` (candidates, ranking, failures, fuser used,
+  stage timings) is always filled for ensembles.
+* a **single** model: a pure pass-through to one backend (``complete`` with ``n``, or its real
+  token stream); no report.
+
+Usage of an ensemble answer = the usage of every member call that answered + the usage the
+fuser's backend reported (a model-free fuser adds nothing; the ranker's encoder is not
+counted, it produces no tokens).
+
+Errors: a failing member is recorded in the report; too few candidates raises
+``NoCandidatesError``/``DeadlineExceeded`` (from the fan-out); a ranker or fuser failing at run
+time raises ``RankerError``/``FuserError``; ``OverloadedError`` passes through. A failure
+during ``stream`` is raised from the generator. Cancelling the caller (or closing the stream)
+cancels every upstream call still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from ensemble.backends.base import Backend
+from ensemble.config import (
+    BlendgateConfig,
+    EnsembleModelConfig,
+    MemberConfig,
+    SingleModelConfig,
+)
+from ensemble.errors import (
+    FuserError,
+    InvalidParamsError,
+    OverloadedError,
+    RankerError,
+    UnknownModelError,
+)
+from ensemble.fanout import FanoutMember, FanoutResult, fan_out
+from ensemble.fusers.base import Fuser
+from ensemble.fusers.factory import build_fuser
+from ensemble.rankers.base import Ranker
+from ensemble.rankers.factory import RankerCache
+from ensemble.types import (
+    BlendReport,
+    BlendRequest,
+    BlendResult,
+    ChatMessage,
+    Choice,
+    FuseStream,
+    Ranking,
+    SamplingParams,
+    ServedModel,
+    StageTimings,
+    StreamEnd,
+    TextDelta,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Member:
+    label: str  # the backend name; ``name#i`` when one backend is listed twice
+    backend: Backend
+    cfg: MemberConfig
+
+
+@dataclass(frozen=True)
+class _Ensemble:
+    cfg: EnsembleModelConfig
+    members: tuple[_Member, ...]
+    ranker: Ranker
+    fuser: Fuser
+
+    def fanout_members(self, params: SamplingParams) -> list[FanoutMember]:
+        """Request params first; each member's configured params fill what the request left
+        unset (``SamplingParams.merged``)."""
+        return [
+            FanoutMember(m.label, m.backend, m.cfg.samples, params.merged(m.cfg.params),
+                         self.cfg.member_timeout_s)
+            for m in self.members
+        ]
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """What fan-out and ranking hand to the fuse stage."""
+
+    fanout: FanoutResult
+    ranking: Ranking | None
+    top: tuple[str, ...]  # best first
+    fanout_s: float
+    rank_s: float
+
+
+@dataclass(frozen=True)
+class _Fused:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    fuser: str
+
+
+class BlendEngine:
+    """Build with ``await BlendEngine.from_config(cfg)``; close with ``aclose()`` (or use it as an
+    async context manager)."""
+
+    def __init__(
+        self,
+        *,
+        ensembles: Mapping[str, _Ensemble],
+        singles: Mapping[str, Backend],
+        service_ranker: Ranker | None,
+        rankers: RankerCache,
+        fusers: Sequence[Fuser],
+        owned_backends: Sequence[Backend],
+    ) -> None:
+        self._ensembles = dict(ensembles)
+        self._singles = dict(singles)
+        self._service_ranker = service_ranker
+        self._rankers = rankers
+        self._fusers = list(fusers)
+        self._owned_backends = list(owned_backends)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    async def from_config(
+        cls, config: BlendgateConfig, *, backends: Mapping[str, Backend] | None = None
+    ) -> BlendEngine:
+        """Build backends, rankers (one per distinct config) and fusers; models load off-loop
+        (backends with a ``start()`` coroutine, i.e. local models, are started concurrently).
+
+        ``backends`` injects ready backends (tests, embedding); the engine then does not close
+        them. Anything built before a failure is closed again before the error propagates.
+        """
+        owned: list[Backend] = []
+        rankers = RankerCache()
+        fusers: list[Fuser] = []
+        try:
+            if backends is None:
+                from ensemble.backends.factory import build_backends
+
+                backends = owned_map = build_backends(config)
+                owned = list(owned_map.values())
+                await _all([_start(b) for b in owned])
+            ensembles: dict[str, _Ensemble] = {}
+            singles: dict[str, Backend] = {}
+            for model in config.models:
+                if isinstance(model, SingleModelConfig):
+                    singles[model.id] = backends[model.backend]
+                    continue
+                fuser = await build_fuser(model.fuser, backends)
+                fusers.append(fuser)
+                ranker = await rankers.get(model.ranker)
+                ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser)
+            for name in config.served_model_ids():
+                if name not in ensembles and name not in singles:
+                    singles[name] = backends[name]
+            if config.rank_service is not None:
+                service: Ranker | None = await rankers.get(config.rank_service)
+            else:
+                service = next((e.ranker for e in ensembles.values()), None)
+        except BaseException:
+            await _close_all([*fusers, rankers, *owned])
+            raise
+        return cls(ensembles=ensembles, singles=singles, service_ranker=service,
+                   rankers=rankers, fusers=fusers, owned_backends=owned)
+
+    def models(self) -> list[ServedModel]:
+        served = [
+            ServedModel(mid, "ensemble", tuple(dict.fromkeys(m.cfg.backend for m in e.members)))
+            for mid, e in self._ensembles.items()
+        ]
+        served += [ServedModel(mid, "single", (b.name,)) for mid, b in self._singles.items()]
+        return served
+
+    def service_ranker(self) -> Ranker | None:
+        return self._service_ranker
+
+    async def aclose(self) -> None:
+        fusers, self._fusers = self._fusers, []
+        backends, self._owned_backends = self._owned_backends, []
+        await _close_all([*fusers, self._rankers, *backends])
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ serving
+
+    async def complete(self, request: BlendRequest) -> BlendResult:
+        target = self._lookup(request)
+        if isinstance(target, _Ensemble):
+            return await self._complete_ensemble(target, request)
+        completions = await target.complete(request.messages, request.params, request.n)
+        usage = sum((c.usage for c in completions if c.usage is not None), Usage())
+        choices = [Choice(i, c.text, c.finish_reason) for i, c in enumerate(completions)]
+        return BlendResult(request.model, choices, usage)
+
+    async def stream(self, request: BlendRequest) -> AsyncIterator[TextDelta | StreamEnd]:
+        """Deltas (``index`` = choice) as they are produced, then one :class:`StreamEnd`."""
+        target = self._lookup(request)
+        if isinstance(target, _Ensemble):
+            async with _closing(self._stream_ensemble(target, request)) as events:
+                async for event in events:
+                    yield event
+            return
+        usage = Usage()
+        async with _closing(target.stream(request.messages, request.params, request.n)) as deltas:
+            async for delta in deltas:
+                usage += delta.usage or Usage()
+                yield delta
+        yield StreamEnd(usage, None)
+
+    def _lookup(self, request: BlendRequest) -> _Ensemble | Backend:
+        if request.n < 1:
+            raise InvalidParamsError(f"n must be at least 1, got {request.n}", param="n")
+        found = self._ensembles.get(request.model) or self._singles.get(request.model)
+        if found is None:
+            raise UnknownModelError(request.model)
+        return found
+
+    # ------------------------------------------------------------------ ensembles
+
+    async def _complete_ensemble(self, ens: _Ensemble, request: BlendRequest) -> BlendResult:
+        started = time.perf_counter()
+        chosen = await self._select(ens, request)
+        fuse_started = time.perf_counter()
+        fused = await _all([
+            self._fuse_text(ens.fuser, request.messages, chosen.top, request.params)
+            for _ in range(request.n)
+        ])
+        done = time.perf_counter()
+        choices = [Choice(i, f.text, f.finish_reason) for i, f in enumerate(fused)]
+        usage = sum((f.usage for f in fused), chosen.fanout.usage)
+        timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
+        report = _report(chosen, fused[0].fuser, timings)
+        return BlendResult(request.model, choices, usage, report)
+
+    async def _stream_ensemble(
+        self, ens: _Ensemble, request: BlendRequest
+    ) -> AsyncIterator[TextDelta | StreamEnd]:
+        started = time.perf_counter()
+        chosen = await self._select(ens, request)
+        fuse_started = time.perf_counter()
+        streams = await _all([
+            _start_fuse(ens.fuser, request.messages, chosen.top, request.params)
+            for _ in range(request.n)
+        ])
+        usage = chosen.fanout.usage
+        async with _closing(_merge(streams)) as merged:
+            async for choice, delta in merged:
+                usage += delta.usage or Usage()
+                yield replace(delta, index=choice)
+        done = time.perf_counter()
+        timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
+        yield StreamEnd(usage, _report(chosen, streams[0].fuser, timings))
+
+    async def _select(self, ens: _Ensemble, request: BlendRequest) -> _Selection:
+        started = time.perf_counter()
+        members = ens.fanout_members(request.params)
+        result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
+                               deadline_s=ens.cfg.deadline_s)
+        ranked = time.perf_counter()
+        texts = [c.text for c in result.candidates]
+        ranking = None
+        top = texts
+        if len(texts) > 1:
+            ranking = await _rank(ens.ranker, request.messages, texts)
+            top = [texts[i] for i in ranking.order()]
+        return _Selection(result, ranking, tuple(top[: ens.cfg.top_k]),
+                          ranked - started, time.perf_counter() - ranked)
+
+    async def _fuse_text(
+        self,
+        fuser: Fuser,
+        messages: Sequence[ChatMessage],
+        top: Sequence[str],
+        params: SamplingParams,
+    ) -> _Fused:
+        stream = await _start_fuse(fuser, messages, top, params)
+        parts: list[str] = []
+        finish: str | None = "stop"
+        usage = Usage()
+        async with _closing(_merge([stream])) as merged:
+            async for _, delta in merged:
+                parts.append(delta.text)
+                finish = delta.finish_reason or finish
+                usage += delta.usage or Usage()
+        return _Fused("".join(parts), finish, usage, stream.fuser)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _members(model: EnsembleModelConfig, backends: Mapping[str, Backend]) -> tuple[_Member, ...]:
+    names = [m.backend for m in model.members]
+    return tuple(
+        _Member(m.backend if names.count(m.backend) == 1 else f"{m.backend}#{i}",
+                backends[m.backend], m)
+        for i, m in enumerate(model.members)
+    )
+
+
+async def _rank(ranker: Ranker, messages: Sequence[ChatMessage], texts: list[str]) -> Ranking:
+    try:
+        ranking = await ranker.rank(messages, texts)
+    except (RankerError, OverloadedError):
+        raise
+    except Exception as exc:  # the gateway maps RankerError to a clean 500
+        raise RankerError(f"ranker {ranker.name}: {type(exc).__name__}: {exc}") from exc
+    if len(ranking.ranks) != len(texts) or len(ranking.scores) != len(texts):
+        raise RankerError(f"ranker {ranker.name} ranked {len(ranking.ranks)} of {len(texts)} "
+                          f"candidates")
+    return ranking
+
+
+async def _start_fuse(
+    fuser: Fuser, messages: Sequence[ChatMessage], top: Sequence[str], params: SamplingParams
+) -> FuseStream:
+    try:
+        return await fuser.fuse(messages, top, params)
+    except (FuserError, OverloadedError):
+        raise
+    except Exception as exc:  # the gateway maps FuserError to a clean 500
+        raise FuserError(f"fuser {fuser.name}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, TextDelta]]:
+    """Interleave several fuse streams as their deltas arrive: (choice index, delta).
+
+    One task per stream feeds a queue; the first failure is raised (as ``FuserError``) and
+    stops the others; leaving early cancels and closes every stream.
+    """
+    queue: asyncio.Queue[tuple[int, TextDelta | None] | BaseException] = asyncio.Queue()
+
+    async def pump(choice: int, stream: FuseStream) -> None:
+        try:
+            async with _closing(stream.deltas) as deltas:
+                async for delta in deltas:
+                    queue.put_nowait((choice, delta))
+        except (FuserError, OverloadedError) as exc:
+            queue.put_nowait(exc)
+        except Exception as exc:  # noqa: BLE001 - reported to the consumer, not lost
+            queue.put_nowait(FuserError(f"fuser {stream.fuser}: {type(exc).__name__}: {exc}"))
+        else:
+            queue.put_nowait((choice, None))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            choice, delta = item
+            if delta is None:
+                running -= 1
+            else:
+                yield choice, delta
+    finally:
+        await _cancel(tasks)
+
+
+async def _all(coros: Sequence[Awaitable[T]]) -> list[T]:
+    """Await all concurrently; the first failure cancels the rest and is raised as is."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        await _cancel(tasks)
+
+
+async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@asynccontextmanager
+async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator on exit, so an abandoned stream stops its upstream call."""
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _start(backend: Backend) -> None:
+    """Load a local model now rather than on its first request, when the backend can."""
+    start = getattr(backend, "start", None)
+    if start is not None:
+        await start()
+
+
+async def _close_all(closables: Sequence[Fuser | Ranker | Backend | RankerCache]) -> None:
+    for item in closables:
+        try:
+            await item.aclose()
+        except Exception:  # closing the rest matters more than one failure
+            logger.exception("closing %r failed", item)
+
+
+def _report(chosen: _Selection, fuser: str, timings: StageTimings) -> BlendReport:
+    return BlendReport(chosen.fanout.candidates, chosen.ranking, chosen.fanout.failures,
+                       fuser, timings)
