@@ -63,9 +63,12 @@ class Comparison:
 
 
 class PairRMRanker:
-    """Batched PairRM behind the ``Ranker`` protocol (plus :meth:`compare` and :meth:`rank_source`)."""
+    """Batched PairRM behind the ``Ranker`` protocol, plus :meth:`compare` and :meth:`rank_source`."""
 
-    def __init__(self, cfg: PairRMRankerConfig, pairrm: PairRM, worker: BatchWorker[tuple[Triple, ...], np.ndarray]) -> None:
+    def __init__(
+        self, cfg: PairRMRankerConfig, pairrm: PairRM,
+        worker: BatchWorker[tuple[Triple, ...], np.ndarray],
+    ) -> None:
         self.name = f"pairrm:{cfg.checkpoint}"
         self.cfg = cfg
         self.pairrm = pairrm
@@ -119,9 +122,14 @@ class PairRMRanker:
         return Ranking(scores=tuple(float(s) for s in scores),
                        ranks=tuple(int(r) for r in ranks_from_scores(scores)))
 
-    async def compare(self, source: str, a: str, b: str) -> Comparison:
-        """Both orders of (a, b) for ``source``, batched with concurrent requests."""
-        logits = await self._worker.submit(((source, a, b), (source, b, a)))
+    async def compare(self, messages: Sequence[ChatMessage], a: str, b: str) -> Comparison:
+        """Both orders of replies (a, b) to ``messages``, batched with concurrent requests.
+
+        A single user message gives ``Blender.compare``'s raw source/candidates.
+        """
+        prompt = chat_prompt(messages)
+        source, a_text, b_text = prompt.source, prompt.candidate(a), prompt.candidate(b)
+        logits = await self._worker.submit(((source, a_text, b_text), (source, b_text, a_text)))
         return Comparison(logit_ab=float(logits[0]), logit_ba=float(logits[1]))
 
     async def _bubble(self, source: str, candidates: Sequence[str]) -> Ranking:
