@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ensemble.config import BlendgateConfig
+from ensemble.engine import BlendEngine
 from ensemble.errors import BlendError
-from gateway import routes
+from gateway import ranking, routes
 from gateway.auth import APIKeys
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
@@ -41,7 +42,10 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = engine is None
-        app.state.engine = engine if engine is not None else await _build_engine(config)
+        if engine is None:
+            app.state.engine = await BlendEngine.from_config(config)
+        else:
+            app.state.engine = engine
         try:
             yield
         finally:
@@ -57,19 +61,12 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
 
     app.include_router(routes.public)
     app.include_router(routes.api)
-    # PairRM as a service (POST /v1/rank, /v1/compare): gateway/ranking.py's ``router`` is
-    # included here, behind the same API-key dependency, once that module lands.
+    app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
-
-
-async def _build_engine(config: BlendgateConfig) -> Engine:
-    from ensemble.engine import BlendEngine
-
-    return await BlendEngine.from_config(config)
 
 
 # --------------------------------------------------------------------------- errors

@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
+from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
 from gateway.app import create_app
 from gateway.settings import GatewaySettings, default_config_path
@@ -61,8 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str) -> None:
-    from ensemble.engine import BlendEngine
-
     engine = await BlendEngine.from_config(config)
     try:
         app = create_app(config, engine=engine)
