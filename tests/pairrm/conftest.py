@@ -166,3 +166,58 @@ def tiny_pairrm(tiny_pairrm_hf_dir: Path):  # -> PairRM
 
     torch.set_num_threads(1)
     return load_pairrm(str(tiny_pairrm_hf_dir), device="cpu", dtype="auto")
+
+
+# ----------------------------------------------------------------------------- reward models
+
+
+@pytest.fixture(scope="session")
+def tiny_deberta_rm_dir(tiny_checkpoints: dict[str, Path]) -> Path:
+    """A DeBERTa-v2 sequence-classification reward model (1 label), no chat template."""
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification, DebertaV2Tokenizer
+
+    directory = tiny_checkpoints["root"] / "deberta-rm"
+    directory.mkdir()
+    shutil.copy(tiny_checkpoints["hf"] / "spm.model", directory / "spm.model")
+    tokenizer = DebertaV2Tokenizer.from_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    config = _backbone_config(len(tokenizer))
+    config.pop("model_type")
+    torch.manual_seed(7)
+    model = DebertaV2ForSequenceClassification(DebertaV2Config(**config, num_labels=1))
+    model.save_pretrained(str(directory))
+    return directory
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_rm_dir(tiny_checkpoints: dict[str, Path]) -> Path:
+    """A Qwen2 sequence-classification reward model whose tokenizer has a chat template."""
+    import transformers.models.deberta_v2.modeling_deberta_v2 as corpus_module
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForSequenceClassification
+
+    directory = tiny_checkpoints["root"] / "qwen-rm"
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(Path(corpus_module.__file__).read_text().splitlines(), trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(directory))
+    torch.manual_seed(11)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=512, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    Qwen2ForSequenceClassification(config).save_pretrained(str(directory))
+    return directory
