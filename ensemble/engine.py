@@ -142,7 +142,8 @@ class BlendEngine:
         cls, config: BlendgateConfig, *, backends: Mapping[str, Backend] | None = None
     ) -> BlendEngine:
         """Build backends, rankers (one per distinct config) and fusers; models load off-loop
-        (backends with a ``start()`` coroutine, i.e. local models, are started concurrently).
+        (backends with a ``start()`` coroutine, i.e. local models, start concurrently with the
+        ranker and fuser models).
 
         ``backends`` injects ready backends (tests, embedding); the engine then does not close
         them. Anything built before a failure is closed again before the error propagates.
@@ -150,13 +151,15 @@ class BlendEngine:
         owned: list[Backend] = []
         rankers = RankerCache()
         fusers: list[Fuser] = []
+        starting: asyncio.Future[list[None]] | None = None
         try:
             if backends is None:
                 from ensemble.backends.factory import build_backends
 
                 backends = owned_map = build_backends(config)
                 owned = list(owned_map.values())
-                await _all([_start(b) for b in owned])
+                # local models load while the rankers and fusers below load theirs
+                starting = asyncio.ensure_future(_all([_start(b) for b in owned]))
             ensembles: dict[str, _Ensemble] = {}
             singles: dict[str, Backend] = {}
             for model in config.models:
@@ -174,7 +177,11 @@ class BlendEngine:
                 service: Ranker | None = await rankers.get(config.rank_service)
             else:
                 service = next((e.ranker for e in ensembles.values()), None)
+            if starting is not None:
+                await starting
         except BaseException:
+            if starting is not None:
+                await _cancel([starting])
             await _close_all([*fusers, rankers, *owned])
             raise
         return cls(ensembles=ensembles, singles=singles, service_ranker=service,

@@ -351,11 +351,10 @@ async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureF
     for report in (cold.report, end.report):
         assert report is not None
         assert len(report.candidates) == 4 and report.failures == ()
-        assert report.ranking is not None and sorted(report.ranking.ranks)[0] == 1
+        assert report.ranking is not None and min(report.ranking.ranks) == 1
         assert report.fuser == "llm"
     assert texts[0].strip()
-    assert cold.usage.completion_tokens > end.report.timings.total_s * 0  # counted
-    assert cold.usage.prompt_tokens > 0
+    assert cold.usage.completion_tokens > 0 and cold.usage.prompt_tokens > 0
     assert single.report is None and len(single.choices) == 2
     with capsys.disabled():
         print(f"\n[default.yaml] load {loaded - started:.1f}s, cold first blended answer "
