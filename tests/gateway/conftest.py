@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -175,20 +176,22 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL."""
+def running_server(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL.
+
+    Startup includes the lifespan, i.e. loading the engine's models.
+    """
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                           lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        for _ in range(500):
-            if server.started:
-                break
-            if not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            threading.Event().wait(0.01)
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start (see the log above)")
+            time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
