@@ -114,3 +114,27 @@ async def test_streams_a_synthesis_from_a_real_llama_cpp_server(llama_server_url
     assert deltas[-1].finish_reason in ("stop", "length")
     usage = [d.usage for d in deltas if d.usage is not None]
     assert usage and usage[-1].prompt_tokens > 50 and usage[-1].completion_tokens <= 24
+
+
+async def test_factory_gives_genfuser_an_llm_fallback_on_the_named_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ensemble.config import GenFuserConfig
+    from ensemble.fusers.genfuser import GenFuser
+
+    loaded: list[tuple[GenFuserConfig, object]] = []
+
+    async def fake_load(cls: type, cfg: GenFuserConfig, fallback: object = None) -> SelectFuser:
+        loaded.append((cfg, fallback))
+        return SelectFuser()
+
+    monkeypatch.setattr(GenFuser, "load", classmethod(fake_load))
+    synth = ScriptedBackend("synth", texts=("from the fallback",))
+    with_fallback = GenFuserConfig(fallback=LLMFuserConfig(backend="synth"))
+    await build_fuser(with_fallback, {"synth": synth})
+    await build_fuser(GenFuserConfig(), {"synth": synth})
+    (cfg, fallback), (_, none) = loaded
+    assert cfg is with_fallback and none is None
+    assert isinstance(fallback, LLMFuser)
+    stream = await fallback.fuse(CONVERSATION, CANDIDATES, SamplingParams())
+    assert "".join([d.text async for d in stream.deltas]) == "from the fallback"

@@ -106,3 +106,28 @@ async def test_ranker_cache_shares_one_instance_per_identical_config() -> None:
         assert isinstance(consensus, ConsensusRanker)
     finally:
         await cache.aclose()
+
+
+@in_module_loop
+async def test_factory_hands_model_rankers_their_config_through_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ensemble.config import PairRMRankerConfig, RewardModelRankerConfig
+    from ensemble.rankers.factory import build_ranker
+    from ensemble.rankers.pairrm import PairRMRanker
+    from ensemble.rankers.reward_model import RewardModelRanker
+
+    loaded: list[object] = []
+    stand_in = PassthroughRanker()
+
+    async def fake_load(cls: type, cfg: object) -> PassthroughRanker:
+        loaded.append((cls.__name__, cfg))
+        return stand_in
+
+    monkeypatch.setattr(PairRMRanker, "load", classmethod(fake_load))
+    monkeypatch.setattr(RewardModelRanker, "load", classmethod(fake_load))
+    pairrm = PairRMRankerConfig(comparison="bubble")
+    reward = RewardModelRankerConfig(checkpoint="some/rm")
+    assert await build_ranker(pairrm) is stand_in
+    assert await build_ranker(reward) is stand_in
+    assert loaded == [("PairRMRanker", pairrm), ("RewardModelRanker", reward)]
