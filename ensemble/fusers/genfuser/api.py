@@ -8,7 +8,8 @@ synchronous, as in the original: generation runs on the calling thread.
 Differences from the original, on purpose:
 - the caller's candidate lists are left untouched (the original wrote cut candidates back);
 - dtype ``"auto"`` is float32 on CPU (the original used bfloat16 on every device);
-- ``loadfuser`` rejects settings it does not know instead of storing them silently.
+- ``loadfuser`` rejects settings it does not know (``TypeError``) instead of storing them;
+  ``fuse`` before ``loadfuser`` raises ``RuntimeError`` (the original logged and returned None).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from ensemble.errors import ConfigError, FuserError
 from ensemble.fusers.genfuser.generate import generate_ids
 from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser
 from ensemble.fusers.genfuser.prompt import CANDIDATE_MAX_LENGTH, MAX_LENGTH, encode_input
@@ -108,8 +108,8 @@ class FusionMixin:
         """
         unknown = sorted(set(kwargs) - set(_SETTING_NAMES))
         if unknown:
-            raise ConfigError(f"loadfuser: unsupported settings {unknown}; "
-                              f"known: {sorted(_SETTING_NAMES)}")
+            raise TypeError(f"loadfuser: unsupported settings {unknown}; "
+                            f"known: {sorted(_SETTING_NAMES)}")
         settings = FuserSettings(checkpoint=fuser_name, device=device or "auto")
         settings = replace(settings, **{_SETTING_NAMES[k]: v for k, v in kwargs.items()})
         self._fuser = load_fuser(settings.checkpoint, cache_dir=settings.cache_dir,
@@ -131,7 +131,7 @@ class FusionMixin:
         sequence; remaining ``generate_kwargs`` go to ``model.generate``.
         """
         if self._fuser is None:
-            raise FuserError("no fuser loaded: call loadfuser() first")
+            raise RuntimeError("no fuser loaded; call loadfuser() first")
         return fuse_batch(self._fuser, self._fuser_settings, inputs, candidates,
                           instructions, batch_size, **generate_kwargs)
 
@@ -151,7 +151,7 @@ class FusionMixin:
         """
         rank: _Rank | None = getattr(self, "rank", None)
         if rank is None:
-            raise FuserError(f"{type(self).__name__} has no rank(); rank_and_fuse needs one")
+            raise TypeError(f"{type(self).__name__} has no rank(); rank_and_fuse needs one")
         ranked = rank(inputs, candidates, instructions=instructions,
                            return_scores=return_scores, batch_size=batch_size)
         order_by = -np.asarray(ranked) if return_scores else np.asarray(ranked)
