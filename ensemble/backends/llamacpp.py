@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +107,7 @@ class LlamaCppBackend:
         params.verbosity = 0
         try:
             return xllamacpp.Server(params)
-        except Exception as exc:  # noqa: BLE001 - xllamacpp raises RuntimeError/ValueError
+        except Exception as exc:
             raise BackendError(f"cannot load {self.model_path}: {exc}", backend=self.name) from exc
 
     async def complete(
@@ -156,7 +156,7 @@ class LlamaCppBackend:
 
     async def _run(
         self, bodies: list[tuple[int, dict[str, Any]]]
-    ) -> AsyncIterator[tuple[int, Any]]:
+    ) -> AsyncGenerator[tuple[int, Any], None]:
         """Run each request on its own thread; yield (sample offset, chunk) as they arrive."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[int, _Item]] = asyncio.Queue()

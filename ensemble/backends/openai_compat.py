@@ -40,11 +40,11 @@ from ensemble.backends.openai_wire import (
 from ensemble.config import OpenAIBackendConfig
 from ensemble.errors import (
     BackendConnectError,
-    ConfigError,
     BackendError,
     BackendProtocolError,
     BackendStatusError,
     BackendTimeout,
+    ConfigError,
 )
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
 
@@ -185,6 +185,6 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             continue
         field, _, value = line.partition(":")
         if field == "data":
-            buffer.append(value[1:] if value.startswith(" ") else value)
+            buffer.append(value.removeprefix(" "))
     if buffer:
         yield "\n".join(buffer)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +147,7 @@ class TransformersBackend:
     async def _run(
         self, loaded: _Loaded, messages: Sequence[ChatMessage], gen_kwargs: dict[str, Any],
         seed: int | None,
-    ) -> AsyncIterator[_Tokens | _Done]:
+    ) -> AsyncGenerator[_Tokens | _Done, None]:
         """Run ``generate`` on the model thread; yield each step's tokens, then ``_Done``."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[_Tokens | _Done] = asyncio.Queue()
