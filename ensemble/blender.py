@@ -21,11 +21,17 @@ Deliberate differences from llm-blender 0.0.2 (each one documented where it happ
   silently falling back. Using a method before ``loadranker`` raises ``RuntimeError``.
 - Single-order ``compare`` logits are float32 on every device (the original returned the model
   dtype, float16 on CUDA).
+- Pointwise reward models: any one-label ``AutoModelForSequenceClassification`` checkpoint
+  loads (OpenAssistant's DeBERTa reward model included, by name or by its config); the custom
+  Starling-RM and UltraRM heads of the original are not supported. Texts are cut by the tokenizer
+  (``longest_first``) instead of the original's encode/decode round trip: equal unless truncated.
 - ``disable_tqdm`` is accepted for compatibility; this API draws no progress bars.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,13 +42,17 @@ import torch
 from ensemble.rankers.pairrm import (
     PairRM,
     bubble_select,
-    full_matrix,
+    full_matrices,
     load_pairrm,
     pair_logits,
     ranks_from_scores,
     scores_from_matrix,
 )
+from ensemble.config import RewardModelRankerConfig
+from ensemble.rankers.pairrm.checkpoint import resolve_dir
 from ensemble.rankers.pairrm.inputs import CONVERSATION_INSTRUCTION, join_source
+from ensemble.rankers.reward_model import RewardModel, encode, load_reward_model, reward_scores
+from ensemble.types import ChatMessage
 
 COMBINED_MODE = "[A,B]+[B,A]"
 COMPARE_MODES = ("[A,B]", "[B,A]", COMBINED_MODE)
@@ -53,6 +63,9 @@ SAMPLING_MODES = ("top_p_sampling", "top_k_sampling", None)
 RANKER_OPTIONS = ("cache_dir", "source_maxlength", "candidate_maxlength", "fp16")
 # rank()/rank_with_ref() keyword arguments (note the underscores, unlike loadranker's).
 LENGTH_OPTIONS = ("source_max_length", "candidate_max_length")
+# Reward models llm-blender 0.0.2 recognised by name suffix, and whether this API loads them.
+OPENASSISTANT_RM = "OpenAssistant/reward-model-deberta-v3-large-v2"
+UNSUPPORTED_RMS = ("berkeley-nest/Starling-RM-7B-alpha", "openbmb/UltraRM-13b")
 
 Limits = dict[str, int]
 
@@ -205,7 +218,7 @@ class Blender:
     """The llm-blender ``Blender`` ranking API (``loadranker`` first, then any method)."""
 
     def __init__(self) -> None:
-        self.ranker: PairRM | None = None
+        self.ranker: PairRM | RewardModel | None = None
         self.ranker_path: str | None = None
         self.device: str | None = None
 
@@ -228,20 +241,35 @@ class Blender:
         cache_dir = None if cache_dir is None else str(cache_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         half = bool(kwargs.get("fp16", True)) and torch.device(device).type in ("cuda", "mps")
-        location = _original_download_dir(str(ranker_path), cache_dir) or str(ranker_path)
-        pairrm = load_pairrm(
-            location, device=device, dtype="float16" if half else "float32", cache_dir=cache_dir
-        )
-        if kwargs.get("source_maxlength"):
-            pairrm.source_max_length = int(kwargs["source_maxlength"])
-        if kwargs.get("candidate_maxlength"):
-            pairrm.candidate_max_length = int(kwargs["candidate_maxlength"])
-        self.ranker, self.ranker_path, self.device = pairrm, str(ranker_path), device
+        dtype = "float16" if half else "float32"
+        location = _original_download_dir(str(ranker_path), cache_dir)
+        directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
+        if _is_pairrm_dir(directory):
+            self.ranker = load_pairrm(str(directory), device=device, dtype=dtype, cache_dir=cache_dir)
+            if kwargs.get("source_maxlength"):
+                self.ranker.source_max_length = int(kwargs["source_maxlength"])
+            if kwargs.get("candidate_maxlength"):
+                self.ranker.candidate_max_length = int(kwargs["candidate_maxlength"])
+        else:
+            _check_reward_model_dir(directory, str(ranker_path))
+            max_length = int(kwargs.get("source_maxlength") or 1024) + int(
+                kwargs.get("candidate_maxlength") or 1024)
+            self.ranker = load_reward_model(RewardModelRankerConfig(
+                checkpoint=str(directory), cache_dir=cache_dir, device=device, dtype=dtype,
+                max_length=max_length,
+            ))
+        self.ranker_path, self.device = str(ranker_path), device
 
-    def _pairrm(self) -> PairRM:
+    def _loaded(self) -> PairRM | RewardModel:
         if self.ranker is None:
             raise RuntimeError("no ranker loaded; call loadranker() first")
         return self.ranker
+
+    def _pairrm(self) -> PairRM:
+        ranker = self._loaded()
+        if not isinstance(ranker, PairRM):
+            raise TypeError("this operation needs a pairwise ranker (PairRM)")
+        return ranker
 
     # ------------------------------------------------------------------------- ranking
 
@@ -268,11 +296,27 @@ class Blender:
     def _scores(
         self, sources: list[str], candidates: Sequence[Sequence[str]], batch_size: int, limits: Limits
     ) -> np.ndarray:
-        matrix = full_matrix(
-            self._pairrm(), sources, candidates,
-            max_batch_pairs=_check_batch_size(batch_size), **limits,
-        )  # [N, n, n]
-        return scores_from_matrix(matrix)  # [N, n] float32
+        """float32 scores [N, n] from the full matrix over each item's DISTINCT texts.
+
+        Identical candidates share one matrix row/column, so they tie exactly (the original's
+        separate passes gave bit-identical logits; rows of one pooled batch need not) and cost
+        nothing extra; the pair of duplicates contributes M[i,j] - M[j,i] = 0, as in the original.
+        """
+        ranker = self._loaded()
+        if isinstance(ranker, RewardModel):
+            flat = _pointwise(ranker, [(s, c) for s, cands in zip(sources, candidates) for c in cands],
+                              _check_batch_size(batch_size))
+            return flat.reshape(len(sources), -1)  # [N, n]
+        uniques = [list(dict.fromkeys(c)) for c in candidates]
+        matrices = full_matrices(
+            ranker, sources, uniques, max_batch_pairs=_check_batch_size(batch_size), **limits
+        )  # per item [u, u]
+        expanded = []
+        for cands, unique, m in zip(candidates, uniques, matrices):
+            index = np.array([unique.index(c) for c in cands])  # [n]
+            full = m[np.ix_(index, index)]  # [n, n]; duplicates' pairs read the diagonal: 0
+            expanded.append(full)
+        return scores_from_matrix(np.stack(expanded))  # [N, n] float32
 
     def compare(
         self,
@@ -304,13 +348,23 @@ class Blender:
         mode: str, batch_size: int, limits: Limits,
     ) -> np.ndarray:
         """float32 [N] logits of ``mode`` for (source, left=A, right=B) triples."""
+        ranker = self._loaded()
+        if isinstance(ranker, RewardModel):  # score(A) - score(B) whatever the mode
+            flat = _pointwise(ranker, [*zip(sources, lefts), *zip(sources, rights)], batch_size)
+            return (flat[: len(lefts)] - flat[len(lefts) :]).astype(np.float32)
+        pairrm = ranker
         forward = list(zip(sources, lefts, rights))
         backward = list(zip(sources, rights, lefts))
-        triples = {"[A,B]": forward, "[B,A]": backward, COMBINED_MODE: forward + backward}[mode]
-        flat = pair_logits(self._pairrm(), triples, max_batch_pairs=batch_size, **limits)
-        if mode != COMBINED_MODE:
-            return flat
-        return (flat[: len(forward)] - flat[len(forward) :]).astype(np.float32)
+        if mode == "[A,B]":
+            return pair_logits(pairrm, forward, max_batch_pairs=batch_size, **limits)
+        if mode == "[B,A]":
+            return pair_logits(pairrm, backward, max_batch_pairs=batch_size, **limits)
+        # Two calls with the same row lengths batch identically, so each difference is exactly
+        # antisymmetric under swapping A and B and exactly 0 when A == B (one pooled call is not:
+        # a row's result can depend on its position in the batch by ~1e-7).
+        left_first = pair_logits(pairrm, forward, max_batch_pairs=batch_size, **limits)
+        right_first = pair_logits(pairrm, backward, max_batch_pairs=batch_size, **limits)
+        return (left_first - right_first).astype(np.float32)
 
     def rank_with_ref(
         self,
@@ -418,7 +472,7 @@ class Blender:
         if all(len(c) == 1 for c in candidates) and len(inputs) == len(candidates):
             return [list(c) for c in candidates] if return_all else [c[0] for c in candidates]
         _check_rectangular(inputs, candidates)
-        if cmp_type == "full":
+        if cmp_type == "full" or not isinstance(self._loaded(), PairRM):
             ranks = self.rank(inputs, candidates, instructions, batch_size=batch_size)
             order = np.argsort(-ranks if worst else ranks, axis=1, kind="stable")
             return _pick(candidates, order, return_all)
@@ -510,6 +564,41 @@ def _original_download_dir(ranker_path: str, cache_dir: str | None) -> str | Non
     root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
     candidate = root / ranker_path
     return str(candidate) if (candidate / "config.json").is_file() else None
+
+
+def _config_json(directory: Path) -> dict[str, Any]:
+    for name in ("config.json", "ranker_config.json"):
+        path = directory / name
+        if path.is_file():
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _is_pairrm_dir(directory: Path) -> bool:
+    """An LLM-Blender ranker config (original layout) or a PairRM-hf config."""
+    config = _config_json(directory)
+    return config.get("ranker_type") == "pairranker" or "source_prefix_id" in config
+
+
+def _check_reward_model_dir(directory: Path, ranker_path: str) -> None:
+    """Accept one-label sequence classifiers; name the original's unsupported custom RMs."""
+    if ranker_path.endswith(UNSUPPORTED_RMS):
+        raise ValueError(f"reward model type {ranker_path} not supported by this API")
+    architectures = _config_json(directory).get("architectures") or []
+    classifier = any(str(a).endswith("ForSequenceClassification") for a in architectures)
+    if not (classifier or ranker_path.endswith(OPENASSISTANT_RM)):
+        raise ValueError(f"reward model type {ranker_path} not supported: no PairRM config and "
+                         "not a sequence-classification model")
+
+
+def _pointwise(rm: RewardModel, pairs: Sequence[tuple[str, str]], batch_size: int) -> np.ndarray:
+    """Reward logit per (source, candidate), float32 [P]; each distinct pair is run once."""
+    unique = list(dict.fromkeys(pairs))
+    inputs = [encode(rm, [ChatMessage("user", source)], cand) for source, cand in unique]
+    scores = reward_scores(dataclasses.replace(rm, max_batch_size=batch_size), inputs)
+    position = {pair: k for k, pair in enumerate(unique)}
+    return scores[[position[p] for p in pairs]].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- generation helpers
