@@ -115,9 +115,13 @@ async def test_hang_times_out_within_timeout(fake_upstreams: FakeUpstreams, stre
     await backend.aclose()
 
 
-async def test_cancel_closes_upstream_connection(fake_upstreams: FakeUpstreams) -> None:
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_cancel_closes_upstream_connection(
+    fake_upstreams: FakeUpstreams, streamed: bool
+) -> None:
     backend = _backend(fake_upstreams.hang, timeout_s=30)
-    task = asyncio.create_task(backend.complete(MESSAGES, SamplingParams()))
+    call = _collect(backend) if streamed else backend.complete(MESSAGES, SamplingParams())
+    task = asyncio.create_task(call)
     while not fake_upstreams.requests:
         await asyncio.sleep(0.01)
     task.cancel()
