@@ -93,7 +93,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         message = (f"Unknown request URL: {request.method} {request.url.path}."
                    if exc.status_code == 404 else str(exc.detail))
-        return error_response(APIError(exc.status_code, message, headers=exc.headers))
+        return error_response(APIError(exc.status_code, message, headers=dict(exc.headers or {})))
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

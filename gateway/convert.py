@@ -7,8 +7,7 @@ client can get wrong raises ``InvalidParamsError`` with the offending ``param``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,7 +251,7 @@ async def to_chunks(
     include_usage: bool,
     include_report: bool,
     on_end: Callable[[StreamEnd], None],
-) -> AsyncIterator[ChatCompletionChunk]:
+) -> AsyncGenerator[ChatCompletionChunk, None]:
     """Engine events -> ``chat.completion.chunk`` models, OpenAI's way.
 
     Each choice opens with a role chunk and closes with an empty delta carrying
@@ -261,7 +260,7 @@ async def to_chunks(
     ``events``, so the engine stops generating.
     """
     opened: set[int] = set()
-    async with aclosing(events):
+    try:
         async for event in events:
             if isinstance(event, StreamEnd):
                 on_end(event)
@@ -277,3 +276,7 @@ async def to_chunks(
                 yield header.delta(event.index, ChoiceDelta(content=event.text))
             if event.finish_reason is not None:
                 yield header.delta(event.index, ChoiceDelta(), event.finish_reason)
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -75,7 +75,7 @@ class APIError(Exception):
 
 def lookup(exc: BlendError) -> ErrorKind:
     for cls in type(exc).__mro__:
-        kind = ERROR_TABLE.get(cls)  # type: ignore[call-overload]
+        kind = ERROR_TABLE.get(cls)
         if kind is not None:
             return kind
     raise AssertionError("BlendError is in the table")  # pragma: no cover

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -56,20 +56,20 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def first_item(request: Request, items: AsyncIterator[T]) -> T | None:
+async def first_item(request: Request, items: AsyncGenerator[T, None]) -> T | None:
     """The first item, with errors raised here (before any byte is sent); None if empty."""
     try:
         return await cancel_on_disconnect(request, anext(items))
     except StopAsyncIteration:
         return None
     except BaseException:
-        await items.aclose()  # type: ignore[attr-defined]
+        await items.aclose()
         raise
 
 
 def event_stream(
     first: BaseModel | None,
-    rest: AsyncIterator[BaseModel],
+    rest: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
 ) -> EventSourceResponse:
     """An SSE response for ``first`` then ``rest``; ``on_done(status)`` is called at the end
@@ -83,7 +83,7 @@ def event_stream(
 
 async def _events(
     first: BaseModel | None,
-    rest: AsyncIterator[BaseModel],
+    rest: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
 ) -> AsyncIterator[ServerSentEvent]:
     status = 200
@@ -95,7 +95,7 @@ async def _events(
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one error event
+    except Exception as exc:
         error = to_api_error(exc)
         status = error.status
         if status >= 500 and error.info.code == "internal_error":
@@ -104,7 +104,7 @@ async def _events(
             logger.warning("stream ended by %s: %s", type(exc).__name__, exc)
         yield _data(json.dumps(error.body()))
     finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await rest.aclose()
         on_done(status)
     yield _data(DONE)
 

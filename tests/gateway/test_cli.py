@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from ensemble.config import ServerConfig
 from gateway.cli import EXIT_CONFIG, build_parser, main
 from gateway.settings import GatewaySettings, default_config_path, read_api_keys
-from ensemble.config import ServerConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,7 +69,7 @@ def test_console_script_serve_with_missing_config(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "serve", "--config", str(missing), "--port", "1"],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == EXIT_CONFIG
     assert f"{missing}: cannot read config file" in result.stderr

@@ -124,8 +124,8 @@ async def test_internal_errors_are_generic_500_and_logged(
         (b'{"model": "blend", "messages": [{"role": "user", "content": "x"}], "top_p": "high"}',
          400, "top_p"),
         (b'{"model": "blend", "messages": [{"role": "user", "content": "x"}], "n": 0}', 400, "n"),
-        (b'{"model": "blend", "messages": [{"role": "user", "content": [{"type": "image_url", '
-         b'"image_url": {"url": "https://x/y.png"}}]}]}', 400, "messages[0].content[0]"),
+        ((b'{"model": "blend", "messages": [{"role": "user", "content": [{"type": "image_url", '
+          b'"image_url": {"url": "https://x/y.png"}}]}]}'), 400, "messages[0].content[0]"),
         (b'{"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]}', 404, "model"),
     ],
 )

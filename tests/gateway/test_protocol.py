@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk as SDKChunk
+from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletionChunk as SDKChunk
 from pydantic import ValidationError
 
 from ensemble.errors import InvalidParamsError
 from ensemble.types import BlendResult, Choice, Usage
 from gateway.convert import RequestLimits, to_blend_request, to_chat_completion
 from gateway.errors import from_validation_error, param_path
-from gateway.protocol import ChatCompletionChunk, ChatCompletionChunkChoice, ChatCompletionRequest, ChoiceDelta
+from gateway.protocol import (
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionRequest,
+    ChoiceDelta,
+)
 
 LIMITS = RequestLimits(max_n=4, max_candidates=8, samples={"blend": 3})
 

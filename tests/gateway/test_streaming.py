@@ -131,13 +131,13 @@ def test_openai_client_raises_on_error_event(server_url: str, engine: ScriptedEn
 
 def test_disconnect_mid_stream_cancels_the_engine(server_url: str, engine: ScriptedEngine) -> None:
     engine.reply, engine.delta_delay_s = " ".join(["word"] * 200), 0.05
-    with httpx.Client(base_url=server_url, timeout=10) as http:
-        with http.stream("POST", "/v1/chat/completions",
-                         json={"model": ENSEMBLE, "messages": MESSAGES, "stream": True}) as resp:
-            lines = resp.iter_lines()
-            assert next(lines).startswith("data: ")
-            assert engine.stream_started.wait(5)
-        # leaving the block closes the connection mid-stream
+    body = {"model": ENSEMBLE, "messages": MESSAGES, "stream": True}
+    with httpx.Client(base_url=server_url, timeout=10) as http, http.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as resp:
+        assert next(resp.iter_lines()).startswith("data: ")
+        assert engine.stream_started.wait(5)
+    # leaving the block closes the connection mid-stream
     assert engine.cancelled.wait(5), "engine generator was not cancelled"
     with httpx.Client(base_url=server_url) as http:
         metrics = http.get("/metrics").text
