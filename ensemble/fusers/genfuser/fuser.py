@@ -135,7 +135,7 @@ class GenFuser:
     def _process(self, jobs: Sequence[FuseJob]) -> list[FuseOutcome]:
         try:
             return run_batch(self._loaded, jobs, self._cfg.max_length)
-        except Exception as exc:  # noqa: BLE001 - model failures become FuserError
+        except Exception as exc:  # any model failure reaches every waiter as FuserError
             raise FuserError(f"genfuser generation failed: {type(exc).__name__}: {exc}") from exc
 
     async def _deltas(self, prompt: FusePrompt, decoding: Decoding) -> AsyncIterator[TextDelta]:
