@@ -34,11 +34,13 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from ensemble.config import RewardModelRankerConfig
+from ensemble.fusers.genfuser.api import FusionMixin
 from ensemble.rankers.pairrm import (
     PairRM,
     bubble_select,
@@ -48,7 +50,6 @@ from ensemble.rankers.pairrm import (
     ranks_from_scores,
     scores_from_matrix,
 )
-from ensemble.config import RewardModelRankerConfig
 from ensemble.rankers.pairrm.checkpoint import resolve_dir
 from ensemble.rankers.pairrm.inputs import CONVERSATION_INSTRUCTION, join_source
 from ensemble.rankers.reward_model import RewardModel, encode, load_reward_model, reward_scores
@@ -214,7 +215,7 @@ def _pick(candidates: Sequence[Sequence[str]], order: np.ndarray, return_all: bo
 # ----------------------------------------------------------------------------- the API
 
 
-class Blender:
+class Blender(FusionMixin):
     """The llm-blender ``Blender`` ranking API (``loadranker`` first, then any method)."""
 
     def __init__(self) -> None:
@@ -241,7 +242,7 @@ class Blender:
         cache_dir = None if cache_dir is None else str(cache_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         half = bool(kwargs.get("fp16", True)) and torch.device(device).type in ("cuda", "mps")
-        dtype = "float16" if half else "float32"
+        dtype: Literal["float16", "float32"] = "float16" if half else "float32"
         location = _original_download_dir(str(ranker_path), cache_dir)
         directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
         if _is_pairrm_dir(directory):
@@ -256,7 +257,7 @@ class Blender:
                 kwargs.get("candidate_maxlength") or 1024)
             self.ranker = load_reward_model(RewardModelRankerConfig(
                 checkpoint=str(directory), cache_dir=cache_dir, device=device, dtype=dtype,
-                max_length=max_length,
+                max_length=max_length, max_batch_size=8, batch_wait_ms=0.0, threads=1,
             ))
         self.ranker_path, self.device = str(ranker_path), device
 
@@ -321,8 +322,8 @@ class Blender:
     def compare(
         self,
         inputs: Sequence[str],
-        candidates_A: Sequence[str],  # noqa: N803 - the original's argument names
-        candidates_B: Sequence[str],  # noqa: N803
+        candidates_A: Sequence[str],
+        candidates_B: Sequence[str],
         instructions: Sequence[str] | None = None,
         batch_size: int = 4,
         return_logits: bool = False,
