@@ -255,7 +255,7 @@ class BlendEngine:
         chosen = await self._select(ens, request)
         fuse_started = time.perf_counter()
         fused = await _all([
-            self._fuse_text(ens.fuser, request.messages, chosen.top, request.params)
+            _fuse_text(ens.fuser, request.messages, chosen.top, request.params)
             for _ in range(request.n)
         ])
         done = time.perf_counter()
@@ -289,7 +289,7 @@ class BlendEngine:
         members = ens.fanout_members(request.params)
         result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
                                deadline_s=ens.cfg.deadline_s)
-        ranked = time.perf_counter()
+        fanned_out = time.perf_counter()
         texts = [c.text for c in result.candidates]
         ranking = None
         top = texts
@@ -297,25 +297,7 @@ class BlendEngine:
             ranking = await _rank(ens.ranker, request.messages, texts)
             top = [texts[i] for i in ranking.order()]
         return _Selection(result, ranking, tuple(top[: ens.cfg.top_k]),
-                          ranked - started, time.perf_counter() - ranked)
-
-    async def _fuse_text(
-        self,
-        fuser: Fuser,
-        messages: Sequence[ChatMessage],
-        top: Sequence[str],
-        params: SamplingParams,
-    ) -> _Fused:
-        stream = await _start_fuse(fuser, messages, top, params)
-        parts: list[str] = []
-        finish: str | None = "stop"
-        usage = Usage()
-        async with _closing(_merge([stream])) as merged:
-            async for _, delta in merged:
-                parts.append(delta.text)
-                finish = delta.finish_reason or finish
-                usage += delta.usage or Usage()
-        return _Fused("".join(parts), finish, usage, stream.fuser)
+                          fanned_out - started, time.perf_counter() - fanned_out)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -352,6 +334,22 @@ async def _start_fuse(
         raise
     except Exception as exc:  # the gateway maps FuserError to a clean 500
         raise FuserError(f"fuser {fuser.name}: {type(exc).__name__}: {exc}") from exc
+
+
+async def _fuse_text(
+    fuser: Fuser, messages: Sequence[ChatMessage], top: Sequence[str], params: SamplingParams
+) -> _Fused:
+    """One whole fused answer (the non-streamed path)."""
+    stream = await _start_fuse(fuser, messages, top, params)
+    parts: list[str] = []
+    finish: str | None = "stop"
+    usage = Usage()
+    async with _closing(_merge([stream])) as merged:
+        async for _, delta in merged:
+            parts.append(delta.text)
+            finish = delta.finish_reason or finish
+            usage += delta.usage or Usage()
+    return _Fused("".join(parts), finish, usage, stream.fuser)
 
 
 async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, TextDelta]]:
