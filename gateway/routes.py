@@ -12,11 +12,17 @@ from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import require_api_key
-from gateway.convert import ChunkHeader, to_blend_request, to_chat_completion, to_chunks, to_model_list
+from gateway.convert import (
+    ChunkHeader,
+    to_blend_request,
+    to_chat_completion,
+    to_chunks,
+    to_model_list,
+)
 from gateway.deps import ChatBody, EngineDep, LimitsDep, MetricsDep
 from gateway.metrics import STATE_MODEL, STATE_STATUS
 from gateway.protocol import ChatCompletionResponse, ModelList
-from gateway.streaming import cancel_on_disconnect, event_stream, first_item
+from gateway.streaming import cancel_on_disconnect, open_stream
 
 public = APIRouter()
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
@@ -61,5 +67,5 @@ async def chat_completions(
         include_report=blend_request.return_candidates,
         on_end=lambda end: metrics.observe_report(body.model, end.report),
     )
-    first = await first_item(request, chunks)
-    return event_stream(first, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
+    return await open_stream(
+        request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))

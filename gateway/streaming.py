@@ -2,10 +2,17 @@
 
 Stream discipline (as OpenAI and vLLM do it): each chunk is one ``data:`` line; an exception
 inside the stream becomes ONE error event ``data: {"error": {...}}``; ``data: [DONE]`` is
-always the last line. The first chunk is fetched before the response starts, so a request that
-fails up front (unknown model, every member down) still gets its proper HTTP status. When the
-client disconnects, sse-starlette cancels the body iterator, which closes the chunk iterator
-and through it the engine's generator, so upstream calls stop.
+always the last line.
+
+Early errors keep their HTTP status: the response waits up to ``EARLY_ERROR_WAIT_S`` for the
+first chunk, so an unknown model, bad parameters or members that fail at once (connection
+refused) are answered 4xx/5xx. An ensemble that is still fanning out by then gets its headers
+right away, with keep-alive comments every 15 s, so clients and proxies do not time out during
+a long fan-out; a failure after that point is reported in-band.
+
+When the client disconnects, sse-starlette cancels the body iterator; the pending chunk and the
+chunk iterator are cancelled and closed, and through them the engine's generator, so upstream
+calls stop.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import anyio
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -27,6 +35,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 DONE = "[DONE]"
 CLIENT_CLOSED = 499  # nginx's "client closed request", for metrics only
+EARLY_ERROR_WAIT_S = 1.0
 
 
 class ClientDisconnected(Exception):
@@ -56,55 +65,74 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def first_item(request: Request, items: AsyncGenerator[T, None]) -> T | None:
-    """The first item, with errors raised here (before any byte is sent); None if empty."""
-    try:
-        return await cancel_on_disconnect(request, anext(items))
-    except StopAsyncIteration:
-        return None
-    except BaseException:
-        await items.aclose()
-        raise
-
-
-def event_stream(
-    first: BaseModel | None,
-    rest: AsyncGenerator[BaseModel, None],
+async def open_stream(
+    request: Request,
+    chunks: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
+    *,
+    early_error_wait_s: float = EARLY_ERROR_WAIT_S,
 ) -> EventSourceResponse:
-    """An SSE response for ``first`` then ``rest``; ``on_done(status)`` is called at the end
-    with 200, the status of the error that cut the stream short, or 499 on disconnect."""
+    """An SSE response for ``chunks``. Raises instead if they fail within the wait.
+
+    ``on_done(status)`` is called when the stream ends: 200, the status of the error that cut
+    it short, or 499 when the client went away.
+    """
+    first = asyncio.ensure_future(_next_or_none(chunks))
+    try:
+        await cancel_on_disconnect(request, asyncio.wait({first}, timeout=early_error_wait_s))
+    except BaseException:
+        await _discard(first, chunks)
+        raise
+    if first.done() and first.exception() is not None:
+        await _discard(first, chunks)
+        first.result()  # raises the early error
     return EventSourceResponse(
-        _events(first, rest, on_done),
+        _events(first, chunks, on_done),
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
+async def _next_or_none(items: AsyncIterator[T]) -> T | None:
+    try:
+        return await anext(items)
+    except StopAsyncIteration:
+        return None
+
+
+async def _discard(first: asyncio.Future[BaseModel | None], rest: AsyncGenerator[BaseModel, None]) -> None:
+    """Cancel the pending first chunk, wait until it has stopped, then close the iterator."""
+    first.cancel()
+    with anyio.CancelScope(shield=True):
+        await asyncio.wait({first})
+        await rest.aclose()
+
+
 async def _events(
-    first: BaseModel | None,
+    first: asyncio.Future[BaseModel | None],
     rest: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
 ) -> AsyncIterator[ServerSentEvent]:
     status = 200
     try:
-        if first is not None:
-            yield _data(first.model_dump_json())
-        async for chunk in rest:
-            yield _data(chunk.model_dump_json())
+        head = await first
+        if head is not None:
+            yield _data(head.model_dump_json())
+            async for chunk in rest:
+                yield _data(chunk.model_dump_json())
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise
-    except Exception as exc:
+    except Exception as exc:  # every failure becomes one error event
         error = to_api_error(exc)
         status = error.status
-        if status >= 500 and error.info.code == "internal_error":
+        if error.info.code == "internal_error":
             logger.exception("internal error while streaming")
         else:
             logger.warning("stream ended by %s: %s", type(exc).__name__, exc)
         yield _data(json.dumps(error.body()))
     finally:
-        await rest.aclose()
+        await _discard(first, rest)
         on_done(status)
     yield _data(DONE)
 

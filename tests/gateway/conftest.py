@@ -73,6 +73,7 @@ class ScriptedEngine:
     fail_after: int = 0
     delta_delay_s: float = 0.0
     complete_delay_s: float = 0.0
+    stream_delay_s: float = 0.0  # before the first delta, like a fan-out
     requests: list[BlendRequest] = field(default_factory=list)
     # threading events: the engine may run on a uvicorn thread's loop while the test waits.
     stream_started: threading.Event = field(default_factory=threading.Event)
@@ -128,6 +129,7 @@ class ScriptedEngine:
         self._check(request)
         sent = 0
         try:
+            await asyncio.sleep(self.stream_delay_s)
             for index, text in enumerate(self.texts(request)):
                 words = text.split(" ")
                 for w, word in enumerate(words):

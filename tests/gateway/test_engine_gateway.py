@@ -140,3 +140,16 @@ def test_client_hang_up_cancels_upstream_calls(url: str, fake_upstreams: FakeUps
     while not fake_upstreams.disconnects and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fake_upstreams.disconnects == 1, "the upstream call outlived the client"
+
+
+def test_stream_hang_up_cancels_upstream_calls(url: str, fake_upstreams: FakeUpstreams) -> None:
+    body = {"model": "stuck", "messages": MESSAGES, "stream": True}
+    with httpx.Client(base_url=url, timeout=10) as client, client.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as response:
+        assert response.status_code == 200  # headers sent while the member still hangs
+        assert fake_upstreams.disconnects == 0
+    deadline = time.monotonic() + 2.0
+    while not fake_upstreams.disconnects and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert fake_upstreams.disconnects == 1, "the upstream call outlived the stream"

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import httpx
 import openai
 import pytest
 
 from ensemble.errors import FuserError, NoCandidatesError
-from ensemble.types import BlendRequest, MemberFailure, StreamEnd, TextDelta
+from ensemble.types import MemberFailure
+from gateway.streaming import EARLY_ERROR_WAIT_S
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
 MESSAGES = [{"role": "user", "content": "stream me something"}]
@@ -154,20 +153,29 @@ def test_disconnect_while_waiting_cancels_a_completion(server_url: str, engine: 
 def test_disconnect_before_first_chunk_cancels_the_stream(
     server_url: str, engine: ScriptedEngine
 ) -> None:
-    # The first delta waits on a long sleep, like a slow fan-out before any text.
-    original = engine.stream
-
-    async def slow_stream(request: BlendRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            engine.cancelled.set()
-            raise
-        async for event in original(request):
-            yield event
-
-    engine.stream = slow_stream  # type: ignore[method-assign]
-    with httpx.Client(base_url=server_url, timeout=0.5) as http, pytest.raises(httpx.ReadTimeout):
-        http.post("/v1/chat/completions",
-                  json={"model": ENSEMBLE, "messages": MESSAGES, "stream": True})
+    engine.stream_delay_s = 30  # a fan-out that has not produced anything yet
+    body = {"model": ENSEMBLE, "messages": MESSAGES, "stream": True}
+    with httpx.Client(base_url=server_url, timeout=0.3) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json=body)  # gone before the headers
+    assert engine.cancelled.wait(5), "stream was not cancelled before its headers"
+    engine.cancelled.clear()
+    with httpx.Client(base_url=server_url, timeout=10) as http, http.stream(
+        "POST", "/v1/chat/completions", json=body
+    ) as response:
+        assert response.status_code == 200  # headers come after EARLY_ERROR_WAIT_S
     assert engine.cancelled.wait(5), "stream was not cancelled before its first chunk"
+
+
+async def test_slow_failure_is_reported_in_band(
+    client: httpx.AsyncClient, engine: ScriptedEngine
+) -> None:
+    engine.stream_delay_s = EARLY_ERROR_WAIT_S + 0.3
+    engine.fail = NoCandidatesError(
+        "every member failed", [MemberFailure("alpha", "BackendTimeout", "timed out", 1.0)])
+    response = await client.post("/v1/chat/completions",
+                                 json={"model": ENSEMBLE, "messages": MESSAGES, "stream": True})
+    assert response.status_code == 200
+    payloads = events(response.text)
+    assert payloads[-1] == "[DONE]" and len(payloads) == 2
+    error = json.loads(payloads[0])["error"]
+    assert error["code"] == "all_members_failed" and "alpha: BackendTimeout" in error["message"]
