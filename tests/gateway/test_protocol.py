@@ -49,6 +49,7 @@ CLIENT_DEFAULTS = {
     "stream": False,
     "top_k": 40,
     "some_future_field": {"x": 1},
+    "base_url": "http://attacker.example/v1",  # never a route: backends come from config only
 }
 
 
