@@ -139,3 +139,26 @@ def test_safetensors_is_strict(tiny_pairrm_hf_dir: Path, tmp_path: Path):
     save_file(state, str(broken / "model.safetensors"))
     with pytest.raises(ConfigError, match="head_layer.4.bias"):
         load_pairrm(str(broken), device="cpu")
+
+
+def test_tokenizer_json_is_used_verbatim(tiny_pairrm_hf_dir: Path, tmp_path: Path):
+    """A change in tokenizer.json's pipeline must show up in the ids (no class defaults)."""
+    from ensemble.rankers.pairrm.checkpoint import load_tokenizer
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_pairrm_hf_dir, edited)
+    spec = json.loads((edited / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    (edited / "tokenizer.json").write_text(json.dumps(spec))
+    original, _ = load_tokenizer(tiny_pairrm_hf_dir)
+    lowered, _ = load_tokenizer(edited)
+    assert lowered("Hello World")["input_ids"] == original("hello world")["input_ids"]
+    assert original("Hello World")["input_ids"] != original("hello world")["input_ids"]
+
+
+def test_spm_only_checkpoint_loads(tiny_pairrm: PairRM, tiny_pairrm_hf_dir: Path, tmp_path: Path):
+    spm_only = tmp_path / "spm-only"
+    shutil.copytree(tiny_pairrm_hf_dir, spm_only)
+    (spm_only / "tokenizer.json").unlink()
+    model = load_pairrm(str(spm_only), device="cpu")
+    np.testing.assert_array_equal(pair_logits(model, [(SRC, A, B)]), pair_logits(tiny_pairrm, [(SRC, A, B)]))

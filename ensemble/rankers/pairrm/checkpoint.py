@@ -15,7 +15,8 @@ Layouts (:func:`read_layout`):
   backbone is ``microsoft/deberta-v3-large`` and cannot be found, its published values (spec 2.2)
   are used, so an offline host needs only the PairRM snapshot.
 
-The tokenizer is always the checkpoint's own (``tokenizer.json``, else ``spm.model``). The four
+The tokenizer is always the checkpoint's own: ``tokenizer.json`` loaded verbatim (normalizer,
+pre-tokenizer, post-processor and added tokens exactly as saved), else ``spm.model`` converted. The four
 prompt-token ids must be the four ids right after ``[MASK]`` in the order source, candidate1,
 candidate2, candidate (what LLM-Blender's collator produces: 128001..128004 for the real
 DeBERTa-v3 vocabulary whose ``[MASK]`` is 128000), and must agree with ``added_tokens.json`` and
@@ -34,6 +35,7 @@ from typing import Any
 
 import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenizerBase
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from ensemble.errors import ConfigError
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS
@@ -151,7 +153,13 @@ def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]
     """The checkpoint's own tokenizer and its verified prompt-token ids."""
     if not ((directory / "tokenizer.json").is_file() or (directory / "spm.model").is_file()):
         raise ConfigError(f"{directory}: no tokenizer.json or spm.model", key="checkpoint")
-    tokenizer = DebertaV2Tokenizer.from_pretrained(str(directory))
+    if (directory / "tokenizer.json").is_file():
+        # Verbatim: transformers 5's DebertaV2Tokenizer would rebuild the normalizer and
+        # pre-tokenizer from its own defaults instead of the file's (written by the
+        # transformers that LLM-Blender ran), and the ids must be the original's.
+        tokenizer: PreTrainedTokenizerBase = TokenizersBackend.from_pretrained(str(directory))
+    else:
+        tokenizer = DebertaV2Tokenizer.from_pretrained(str(directory))  # converts spm.model
     mask_id = tokenizer.mask_token_id
     unk_id = tokenizer.unk_token_id
     if mask_id is None:
