@@ -281,16 +281,19 @@ class _IncrementalDecoder:
             self.stopped = True
             return ""
         self._ids.append(token)
-        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = self._decode()
         if text.endswith("\ufffd"):
             return ""
         new, self._emitted = text[self._emitted:], len(text)
         return new
 
     def flush(self) -> str:
-        text = self._tokenizer.decode(self._ids, skip_special_tokens=True)
+        text = self._decode()
         new, self._emitted = text[self._emitted:], len(text)
         return new
+
+    def _decode(self) -> str:
+        return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
 
 
 def _model_source(cfg: LocalBackendConfig) -> tuple[str, str | None]:
