@@ -517,6 +517,8 @@ class Blender(FusionMixin):
         ``max_new_tokens``, ``max_length`` defaults to the tokenizer's ``model_max_length``.
         vLLM engines are not supported here (the original accepted ``vllm.LLM``).
         """
+        if type(model).__module__.split(".")[0] == "vllm":
+            raise TypeError("n_generate() supports transformers models only, not vLLM engines")
         kwargs = _generation_kwargs(model_tokenizer, n, sampling_mode, generate_kwargs)
         if instructions is not None and len(instructions) != len(inputs):
             raise ValueError(f"got {len(instructions)} instructions for {len(inputs)} inputs")
