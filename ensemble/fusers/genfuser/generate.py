@@ -59,7 +59,10 @@ class Decoding:
 
 def decoding_for(cfg: GenFuserConfig, params: SamplingParams) -> Decoding:
     """Config sets the mode; the request may lower ``max_tokens`` and, when sampling, set
-    ``temperature``/``top_p``. ``temperature == 0`` turns sampling into greedy decoding."""
+    ``temperature``/``top_p``. ``temperature == 0`` turns sampling into greedy decoding.
+
+    Not applied: ``stop``, ``seed``, penalties and ``logit_bias`` (they are member settings;
+    a seed would have to reseed the shared device thread's RNG for the whole batch)."""
     max_new = cfg.max_new_tokens
     if params.max_tokens is not None:
         max_new = max(1, min(max_new, params.max_tokens))
