@@ -88,7 +88,7 @@ def offline_tokenizer(texts: Sequence[str]) -> Any:
 
 
 def build_model(shape: dict[str, int], dtype: torch.dtype, device: torch.device,
-                new_tokens: int) -> Any:
+                new_tokens: int, tokenizer: Any) -> Any:
     config = T5Config(vocab_size=32128, feed_forward_proj="gated-gelu",
                       tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0,
                       eos_token_id=1, **shape)
@@ -96,6 +96,11 @@ def build_model(shape: dict[str, int], dtype: torch.dtype, device: torch.device,
     with torch.device(device):
         model = T5ForConditionalGeneration(config).to(dtype).eval()
     model.generation_config.min_new_tokens = new_tokens  # same work for every schedule
+    # Random weights would mostly pick ids past the tokenizer (32128 > its size), which decode
+    # to nothing and would hide streaming; zeroed rows (logit 0) lose to the random text logits.
+    with torch.no_grad():
+        model.lm_head.weight[len(tokenizer) - 100:] = 0
+        model.lm_head.weight[[tokenizer.pad_token_id, tokenizer.unk_token_id]] = 0
     return model
 
 
@@ -156,7 +161,7 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         tokenizer = AutoTokenizer.from_pretrained(str(args.tokenizer))
     else:
         tokenizer = offline_tokenizer([t for q, a in requests for t in (q, *a)])
-    model = build_model(SMALL if args.small else XL, dtype, device, args.new_tokens)
+    model = build_model(SMALL if args.small else XL, dtype, device, args.new_tokens, tokenizer)
     loaded = LoadedFuser(model=model, tokenizer=tokenizer, device=device, dtype=dtype)
     cfg = GenFuserConfig(device=str(device), max_new_tokens=args.new_tokens,
                          num_beams=args.num_beams,

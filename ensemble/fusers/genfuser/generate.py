@@ -86,8 +86,8 @@ class RowSink:
     """Receives one row's tokens on the device thread and emits text deltas through ``emit``.
 
     Each token's new text goes out at once, except trailing spaces (held until the next token,
-    because decoding may clean up a space before punctuation) and an incomplete UTF-8 sequence
-    (``\ufffd``). The final delta carries the rest of the text, ``finish_reason`` and usage.
+    because decoding may clean up a space before punctuation) and a trailing ``\ufffd`` (an
+    incomplete UTF-8 sequence with byte-fallback vocabularies). The final delta carries the rest of the text, ``finish_reason`` and usage.
     """
 
     def __init__(self, tokenizer: Any, emit: Callable[[TextDelta], None]) -> None:
@@ -103,7 +103,8 @@ class RowSink:
         self._tokens.append(token)
         text = self._decode(self._tokens)
         ready = text.rstrip(" ")
-        if len(ready) > len(self._sent) and ready.startswith(self._sent) and "\ufffd" not in ready:
+        complete = not ready.endswith("\ufffd")
+        if len(ready) > len(self._sent) and ready.startswith(self._sent) and complete:
             self._emit(TextDelta(text=ready[len(self._sent):]))
             self._sent = ready
 
