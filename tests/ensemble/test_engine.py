@@ -360,3 +360,54 @@ async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureF
         print(f"\n[default.yaml] load {loaded - started:.1f}s, cold first blended answer "
               f"{first_answer - started:.1f}s (stages {cold.report.timings}), warm streamed "
               f"blended answer {warm:.1f}s (stages {end.report.timings})")
+
+
+def http_config(urls: dict[str, str], **ensemble: Any) -> BlendgateConfig:
+    return parse_config({
+        "backends": {name: {"kind": "openai", "base_url": url, "model": "smollm2",
+                            "timeout_s": 300} for name, url in urls.items()},
+        "models": [{"id": "blend", "type": "ensemble", **ensemble}],
+    })
+
+
+async def test_fuser_upstream_dropping_its_stream_fails_the_stream_over_real_http(
+    fake_upstreams: Any,
+) -> None:
+    cfg = http_config({"ok": fake_upstreams.ok, "hang": fake_upstreams.hang,
+                       "drop": fake_upstreams.drop_stream},
+                      members=[{"backend": "ok", "samples": 2}, {"backend": "hang"}],
+                      ranker={"type": "none"}, fuser={"type": "llm", "backend": "drop"},
+                      member_timeout_s=0.5)
+    async with await BlendEngine.from_config(cfg) as engine:
+        seen: list[str] = []
+        with pytest.raises(FuserError, match="drop"):
+            async for event in engine.stream(request()):
+                assert isinstance(event, TextDelta)
+                seen.append(event.text)
+        assert seen, "the first half of the fused stream arrived before the drop"
+    for _ in range(50):  # the fake server notices the hung-up member call shortly after
+        if fake_upstreams.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert fake_upstreams.disconnects == 1
+
+
+@pytest.mark.slow
+async def test_ensemble_over_a_real_llama_cpp_server(llama_server_url: str) -> None:
+    cfg = http_config({"llama": llama_server_url},
+                      members=[{"backend": "llama", "samples": 3,
+                                "params": {"temperature": 0.9}}],
+                      ranker={"type": "consensus"},
+                      fuser={"type": "llm", "backend": "llama", "params": {"temperature": 0}},
+                      top_k=2, member_timeout_s=300, deadline_s=300)  # 2 shared, busy cores
+    question = BlendRequest("blend", [ChatMessage("user", "Name a fruit that is yellow.")],
+                            SamplingParams(max_tokens=24))
+    async with await BlendEngine.from_config(cfg) as engine:
+        result = await engine.complete(question)
+        texts, end = await collect(engine.stream(question))
+    for report in (result.report, end.report):
+        assert report is not None and report.fuser == "llm" and report.failures == ()
+        assert [c.sample for c in report.candidates] == [0, 1, 2]
+        assert report.ranking is not None and len(report.ranking.ranks) == 3
+    assert result.choices[0].text.strip() and texts[0].strip()
+    assert result.usage.completion_tokens > 24  # three members plus the fuser
