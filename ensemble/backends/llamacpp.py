@@ -14,8 +14,10 @@ a cancelled or abandoned call stops llama.cpp's decoding.
 Defaults chosen for the offline demo (SmolLM2-135M, 1 thread, 2-core host):
 
 * ``max_tokens`` defaults to ``DEFAULT_MAX_TOKENS`` (128) when neither the request nor the
-  config sets it. Measured here: 4 samples x 150 tokens take ~8 s, and a 630-token prompt
-  prefills in ~6 s, so 128 keeps member sampling plus an LLM fusion within ~15 s.
+  config ``params`` set it. Measured on the 2-core dev host, 1 thread, little other load:
+  load 0.7-0.9 s; 4 samples x 150 tokens 8.1 s (74 tok/s together, 64 tok/s for one
+  sequence); a 630-token prompt prefills in 4-6 s. So with 128, 4 member samples (~7 s) plus
+  an LLM fusion of the top 3 (~400-token prompt + 128 tokens, ~5 s) stay within ~15 s.
 * ``context_length`` is the KV cache shared by all slots (``kv_unified``): any one slot may
   use all of it, instead of llama.cpp's default ``context_length / parallel`` per slot.
 * xllamacpp always opens its HTTP listener too; it is bound to 127.0.0.1 on a random port and
