@@ -26,6 +26,7 @@ them. Memory: peak CUDA allocation, or the process's peak RSS on CPU.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import platform
@@ -54,7 +55,9 @@ def load_items(data: Path, n_max: int) -> list[tuple[str, list[str]]]:
     """(instruction, answers of n_max models) for every instruction all of them answered."""
     answers: dict[str, list[str]] = {}
     for path in sorted(data.glob("*/model_outputs.json.gz"))[:n_max]:
-        for row in json.loads(gzip.open(path).read()):
+        with gzip.open(path) as handle:
+            rows = json.loads(handle.read())
+        for row in rows:
             answers.setdefault(row["instruction"], []).append(row["output"])
     return [(q, a) for q, a in answers.items() if len(a) == n_max]
 
@@ -75,9 +78,10 @@ def build_tokenizer(texts: Sequence[str], directory: Path):
 
 
 def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch: int) -> PairRM:
-    size = (dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
-            if small else dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                               intermediate_size=4096))
+    size = ({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "intermediate_size": 1024} if small else
+            {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+             "intermediate_size": 4096})
     config = DebertaV2Config(
         vocab_size=len(tokenizer) if small else 128005, max_relative_positions=-1,
         position_buckets=256, relative_attention=True, pos_att_type=["p2c", "c2p"],
@@ -166,12 +170,12 @@ def main() -> None:
         for n in args.n:
             items = [(q, a[:n]) for q, a in items_all]
             pairs = len(items) * n * (n - 1)
-            limits = (args.source_max_length, args.candidate_max_length)
-            pooled_fn = lambda: full_matrices(  # noqa: E731
-                pairrm, [q for q, _ in items], [a for _, a in items],
-                source_max_length=limits[0], candidate_max_length=limits[1])
-            original_fn = lambda: original_schedule(  # noqa: E731
-                pairrm, items, args.original_batch, *limits)
+            limits = {"source_max_length": args.source_max_length,
+                      "candidate_max_length": args.candidate_max_length}
+            pooled_fn = functools.partial(
+                full_matrices, pairrm, [q for q, _ in items], [a for _, a in items], **limits)
+            original_fn = functools.partial(
+                original_schedule, pairrm, items, args.original_batch, *limits.values())
             pooled_fn() if n == args.n[0] else None  # warm-up (kernels, allocator)
             timings = {}
             for name, fn in (("original", original_fn), ("pooled", pooled_fn)):

@@ -29,8 +29,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from ensemble.compute import BatchWorker
 from ensemble.config import RewardModelRankerConfig
@@ -154,7 +158,7 @@ def _run_jobs(rm: RewardModel, jobs: Sequence[Job]) -> list[np.ndarray]:
     try:
         inputs = [encode(rm, messages, c) for messages, cands in jobs for c in cands]
         flat = reward_scores(rm, inputs)
-    except Exception as exc:  # noqa: BLE001 - the model's failure, reported as a ranker error
+    except Exception as exc:
         logger.exception("reward model forward failed")
         raise RankerError(f"reward model failed: {type(exc).__name__}: {exc}") from exc
     out, start = [], 0

@@ -63,10 +63,10 @@ def _config(max_candidates: int = 9):
 
 async def _client(ranker: Ranker | None, **config: int) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(_config(**config), engine=RankingOnlyEngine(ranker))  # type: ignore[arg-type]
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://test") as client:
-            yield client
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://test") as client:
+        yield client
 
 
 @pytest.fixture

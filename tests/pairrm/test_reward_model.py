@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

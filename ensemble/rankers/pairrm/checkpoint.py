@@ -85,11 +85,11 @@ def resolve_dir(checkpoint: str, cache_dir: str | None = None) -> Path:
 
     try:
         return Path(snapshot_download(checkpoint, cache_dir=cache_dir, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (or not a repo id): try the network next
-        pass
+    except Exception as exc:  # noqa: BLE001 - not cached (or not a repo id): try the network next
+        logger.debug("%s not in the Hugging Face cache (%s); downloading", checkpoint, exc)
     try:
         return Path(snapshot_download(checkpoint, cache_dir=cache_dir))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, auth...: one clear error
+    except Exception as exc:
         raise ConfigError(
             f"cannot find {checkpoint!r}: not a local directory, not in the Hugging Face cache "
             f"({cache_dir or 'default cache'}), and the hub download failed "
@@ -164,7 +164,8 @@ def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]
     unk_id = tokenizer.unk_token_id
     if mask_id is None:
         raise ConfigError(f"{directory}: tokenizer has no [MASK] token")
-    found = PrefixIds(*tokenizer.convert_tokens_to_ids(list(PROMPT_TOKENS)))
+    ids = tokenizer.convert_tokens_to_ids(list(PROMPT_TOKENS))
+    found = PrefixIds(*(ids if isinstance(ids, list) else [ids]))
     expected = PrefixIds.after_mask(mask_id)
     if unk_id in vars(found).values() or found != expected:
         raise ConfigError(

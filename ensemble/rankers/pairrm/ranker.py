@@ -162,7 +162,7 @@ def _run_jobs(
         logits = pair_logits(pairrm, flat, source_max_length=cfg.source_max_length,
                              candidate_max_length=cfg.candidate_max_length,
                              max_batch_pairs=cfg.max_batch_pairs)
-    except Exception as exc:  # noqa: BLE001 - the model's failure, reported as a ranker error
+    except Exception as exc:
         logger.exception("PairRM forward failed")
         raise RankerError(f"PairRM failed: {type(exc).__name__}: {exc}") from exc
     out, start = [], 0
