@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -225,8 +225,13 @@ class BlendEngine:
         choices = [Choice(i, c.text, c.finish_reason) for i, c in enumerate(completions)]
         return BlendResult(request.model, choices, usage)
 
-    async def stream(self, request: BlendRequest) -> AsyncIterator[TextDelta | StreamEnd]:
-        """Deltas (``index`` = choice) as they are produced, then one :class:`StreamEnd`."""
+    async def stream(
+        self, request: BlendRequest
+    ) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+        """Deltas (``index`` = choice) as they are produced, then one :class:`StreamEnd`.
+
+        An async generator: ``aclose()`` it (or cancel its consumer) to stop every upstream call.
+        """
         target = self._lookup(request)
         if isinstance(target, _Ensemble):
             async with _closing(self._stream_ensemble(target, request)) as events:

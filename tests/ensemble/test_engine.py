@@ -32,6 +32,7 @@ from ensemble.types import (
     Usage,
 )
 from tests.ensemble.scripted import ScriptedBackend
+from tests.fixtures.fake_upstreams import FakeUpstreams
 
 ASK = [ChatMessage("system", "Be terse."), ChatMessage("user", "Why is the sky blue?")]
 
@@ -356,6 +357,7 @@ async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureF
     assert texts[0].strip()
     assert cold.usage.completion_tokens > 0 and cold.usage.prompt_tokens > 0
     assert single.report is None and len(single.choices) == 2
+    assert cold.report is not None and end.report is not None
     with capsys.disabled():
         print(f"\n[default.yaml] load {loaded - started:.1f}s, cold first blended answer "
               f"{first_answer - started:.1f}s (stages {cold.report.timings}), warm streamed "
@@ -371,7 +373,7 @@ def http_config(urls: dict[str, str], **ensemble: Any) -> BlendgateConfig:
 
 
 async def test_fuser_upstream_dropping_its_stream_fails_the_stream_over_real_http(
-    fake_upstreams: Any,
+    fake_upstreams: FakeUpstreams,
 ) -> None:
     cfg = http_config({"ok": fake_upstreams.ok, "hang": fake_upstreams.hang,
                        "drop": fake_upstreams.drop_stream},

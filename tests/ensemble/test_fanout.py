@@ -12,6 +12,7 @@ from ensemble.errors import BackendStatusError, DeadlineExceeded, NoCandidatesEr
 from ensemble.fanout import FanoutMember, fan_out
 from ensemble.types import ChatMessage, SamplingParams, Usage
 from tests.ensemble.scripted import ScriptedBackend
+from tests.fixtures.fake_upstreams import FakeUpstreams
 
 MESSAGES = [ChatMessage("user", "Say something.")]
 
@@ -108,7 +109,9 @@ async def test_cancelling_the_caller_cancels_every_upstream_call() -> None:
     assert [b.cancelled for b in backends] == [1, 1, 1]
 
 
-async def test_survivors_answer_over_real_http_when_upstreams_fail(fake_upstreams) -> None:
+async def test_survivors_answer_over_real_http_when_upstreams_fail(
+    fake_upstreams: FakeUpstreams,
+) -> None:
     from ensemble.backends.openai_compat import OpenAICompatBackend
     from ensemble.config import OpenAIBackendConfig
 
