@@ -20,7 +20,8 @@ Schedules, same prompts, same pair rows (per-example truncation 1224/412):
   ``--max-batch-pairs`` rows at a time (``ensemble.rankers.pairrm.full_matrices``).
 
 Prints one line per (dtype, n, schedule) and the pooled/original speed-up; ``--json`` writes
-them. Memory: peak CUDA allocation, or the process's peak RSS on CPU.
+them. Memory: peak CUDA allocation, or the process's peak RSS on CPU. ``cpu_seconds`` (process
+CPU time) is the steadier figure on a shared CPU host, where wall time includes waiting.
 """
 
 from __future__ import annotations
@@ -118,18 +119,19 @@ def original_schedule(
     return out
 
 
-def measure(fn, device: str) -> tuple[float, float, object]:
+def measure(fn, device: str) -> tuple[float, float, float, object]:
+    """(wall seconds, process CPU seconds, peak memory MiB, result) of ``fn()``."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = fn()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
-    return time.perf_counter() - start, memory, result
+    return time.perf_counter() - start, time.process_time() - cpu_start, memory, result
 
 
 def main() -> None:
@@ -179,20 +181,23 @@ def main() -> None:
             pooled_fn() if n == args.n[0] else None  # warm-up (kernels, allocator)
             timings = {}
             for name, fn in (("original", original_fn), ("pooled", pooled_fn)):
-                seconds, memory, result = measure(fn, args.device)
-                timings[name] = (seconds, result)
+                seconds, cpu_seconds, memory, result = measure(fn, args.device)
+                timings[name] = (seconds, cpu_seconds, result)
                 record = {"dtype": dtype_name, "n": n, "schedule": name, "pairs": pairs,
-                          "seconds": round(seconds, 3), "pairs_per_s": round(pairs / seconds, 1),
+                          "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                          "pairs_per_s": round(pairs / seconds, 2),
                           "ms_per_request": round(1000 * seconds / len(items), 1),
                           "memory_mib": round(memory, 1), "machine": machine}
                 records.append(record)
                 print(json.dumps(record))
-            diff = max(float(np.abs(a - b).max()) for a, b in zip(timings["original"][1], timings["pooled"][1]))
+            diff = max(float(np.abs(a - b).max())
+                       for a, b in zip(timings["original"][2], timings["pooled"][2]))
             speedup = timings["original"][0] / timings["pooled"][0]
-            print(f"  {dtype_name} n={n}: pooled/original speed-up x{speedup:.2f}; "
-                  f"max |logit difference| {diff:.2e}")
+            cpu_speedup = timings["original"][1] / timings["pooled"][1]
+            print(f"  {dtype_name} n={n}: pooled/original speed-up x{speedup:.2f} (wall), "
+                  f"x{cpu_speedup:.2f} (CPU time); max |logit difference| {diff:.2e}")
             records.append({"dtype": dtype_name, "n": n, "speedup": round(speedup, 2),
-                            "max_abs_diff": diff})
+                            "cpu_speedup": round(cpu_speedup, 2), "max_abs_diff": diff})
     if args.json is not None:
         args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
 
