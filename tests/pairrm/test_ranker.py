@@ -100,3 +100,14 @@ async def test_multi_turn_uses_the_template(ranker: PairRMRanker, tiny_pairrm: P
     wrapped = [prompt.candidate(a) for a in ANSWERS[:3]]
     expected = scores_from_matrix(full_matrix(tiny_pairrm, [prompt.source], [wrapped]))[0]
     np.testing.assert_allclose(ranking.scores, expected, atol=1e-5)
+
+
+async def test_model_failure_is_a_ranker_error(ranker: PairRMRanker, monkeypatch: pytest.MonkeyPatch):
+    from ensemble.errors import RankerError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(ranker.pairrm.model, "forward", broken)
+    with pytest.raises(RankerError, match="simulated"):
+        await ranker.rank([ChatMessage("user", QUESTION)], ANSWERS[:2])
