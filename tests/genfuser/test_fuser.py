@@ -163,6 +163,28 @@ async def test_concurrent_requests_share_one_generate_call(tiny_fuser_dir: Path)
     assert [d[-1].usage for d in together] == [d[-1].usage for d in alone]
 
 
+async def test_a_burst_stays_one_batch_although_tokenising_takes_longer_than_the_wait(
+        tiny_fuser_dir: Path) -> None:
+    # The first request tokenises at once, the others take several ms each (long candidates),
+    # more than the 10 ms window in total; encoded together, the burst reaches the model
+    # together (encoded one by one, the first request would start a batch of its own).
+    fuser = await GenFuser.load(_cfg(tiny_fuser_dir, batch_wait_ms=10, max_batch_size=8))
+    encoder = _Counter(fuser.loaded.model.encoder)
+    long = [" ".join([word] * 3000) for word in ("fox", "dog", "hello")]
+    requests = [("a", ["fine"]), ("b", long), ("c", long), ("d", long)]
+    params = SamplingParams(max_tokens=2)
+
+    async def one(question: str, candidates: list[str]) -> list[TextDelta]:
+        return await _collect(await fuser.fuse([ChatMessage("user", question)], candidates,
+                                               params))
+
+    try:
+        await asyncio.gather(*[one(q, c) for q, c in requests])
+    finally:
+        await fuser.aclose()
+    assert encoder.batches == [4]
+
+
 async def test_different_decodings_in_one_batch_run_as_separate_groups(
         tiny_fuser_dir: Path) -> None:
     fuser = await GenFuser.load(_cfg(tiny_fuser_dir, batch_wait_ms=200))

@@ -14,8 +14,10 @@ Per request:
    token; beam-search text is sent once complete. Leaving the stream (or cancelling the task
    reading it) stops that row at the next decoding step.
 
-Tokenisation runs in a worker thread under a lock (a fast tokenizer is not safe to call from
-two threads at once); generation runs on the model's own single thread.
+Tokenisation has its own ``BatchWorker`` and thread: requests that arrive together are
+encoded together and so reach the model's worker together, instead of one by one as each
+finishes tokenising (which split a burst into a first batch of one and a second of the rest).
+Generation runs on the model's own single thread.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from ensemble.fusers.genfuser.prompt import FusePrompt, encode_input, split_mess
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta
 
 _WARMUP = Decoding(num_beams=1, max_new_tokens=1)
+_Texts = tuple[str, str, tuple[str, ...]]  # (instruction, input, candidates)
 
 
 class GenFuser:
@@ -64,6 +67,12 @@ class GenFuser:
         self._cfg = cfg
         self._fallback = fallback
         self._tokenizer_lock = threading.Lock()
+        self._encoder: BatchWorker[_Texts, FusePrompt] = BatchWorker(
+            self._encode_batch,
+            name="genfuser-tokenize",
+            max_batch_size=cfg.max_batch_size,
+            max_wait_ms=cfg.batch_wait_ms,
+        )
         self._worker: BatchWorker[FuseJob, FuseOutcome] = BatchWorker(
             self._process,
             name="genfuser",
@@ -109,7 +118,7 @@ class GenFuser:
         if not candidates:
             raise FuserError("genfuser: no candidates to fuse")
         instruction, input_text = split_messages(messages)
-        prompt = await asyncio.to_thread(self._encode, instruction, input_text, list(candidates))
+        prompt = await self._encoder.submit((instruction, input_text, tuple(candidates)))
         if prompt.cut_candidates and self._fallback is not None:
             return await self._fallback.fuse(messages, candidates, params)
         decoding = decoding_for(self._cfg, params)
@@ -117,6 +126,7 @@ class GenFuser:
 
     async def aclose(self) -> None:
         """Stop the batch consumer, wait for the generation in progress, free the thread."""
+        await self._encoder.aclose()
         await self._worker.aclose()
         if self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, lambda: None)
@@ -131,6 +141,9 @@ class GenFuser:
                 candidate_max_length=self._cfg.candidate_max_length,
                 max_length=self._cfg.max_length,
             )
+
+    def _encode_batch(self, items: Sequence[_Texts]) -> list[FusePrompt]:
+        return [self._encode(instruction, text, list(cands)) for instruction, text, cands in items]
 
     def _process(self, jobs: Sequence[FuseJob]) -> list[FuseOutcome]:
         try:
