@@ -101,8 +101,7 @@ class GenFuser:
             executor.shutdown(wait=False)
             raise
         fuser = cls(loaded, cfg, fallback=fallback, executor=executor)
-        warmup = FuseJob(prompt=fuser._encode("", "", ["warm-up"]), decoding=_WARMUP)
-        await loop.run_in_executor(executor, fuser._process, [warmup])
+        await loop.run_in_executor(executor, fuser._warm_up)
         return fuser
 
     @property
@@ -143,7 +142,15 @@ class GenFuser:
             )
 
     def _encode_batch(self, items: Sequence[_Texts]) -> list[FusePrompt]:
-        return [self._encode(instruction, text, list(cands)) for instruction, text, cands in items]
+        try:
+            return [self._encode(instruction, text, list(cands))
+                    for instruction, text, cands in items]
+        except Exception as exc:  # a tokenizer failure reaches every waiter as FuserError
+            raise FuserError(f"genfuser tokenisation failed: {type(exc).__name__}: {exc}"
+                             ) from exc
+
+    def _warm_up(self) -> None:
+        self._process([FuseJob(prompt=self._encode("", "", ["warm-up"]), decoding=_WARMUP)])
 
     def _process(self, jobs: Sequence[FuseJob]) -> list[FuseOutcome]:
         try:
