@@ -43,7 +43,7 @@ from transformers import DebertaV2Config, DebertaV2Tokenizer
 
 from ensemble.rankers.pairrm import PairRM, PairRMModel, PrefixIds, full_matrices
 from ensemble.rankers.pairrm.checkpoint import load_tokenizer, resolve_dir
-from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS, pad_rows
+from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS, length_sorted_batches, pad_rows
 from ensemble.rankers.pairrm.scoring import encode_pair_rows
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +119,24 @@ def original_schedule(
     return out
 
 
+def padded_tokens(
+    pairrm: PairRM, items: Sequence[tuple[str, list[str]]], original_batch: int,
+    max_batch_pairs: int, source_max: int, candidate_max: int,
+) -> dict[str, int]:
+    """Real tokens and padded tokens each schedule feeds the encoder (no forward pass)."""
+    triples = [(q, c[i], c[j]) for q, c in items
+               for i in range(len(c)) for j in range(len(c)) if i != j]
+    lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
+    pooled = sum(len(chunk) * lengths[chunk[0]]
+                 for chunk in length_sorted_batches(lengths, max_batch_pairs))
+    n, original, per_item = len(items[0][1]), 0, len(lengths) // len(items)
+    for start in range(0, len(items), original_batch):
+        stop = min(start + original_batch, len(items))
+        for pair in range(n * (n - 1)):  # one pass per ordered pair over the prompt batch
+            original += (stop - start) * max(lengths[b * per_item + pair] for b in range(start, stop))
+    return {"real": sum(lengths), "original": original, "pooled": pooled}
+
+
 def measure(fn, device: str) -> tuple[float, float, float, object]:
     """(wall seconds, process CPU seconds, peak memory MiB, result) of ``fn()``."""
     if device.startswith("cuda"):
@@ -136,7 +154,8 @@ def measure(fn, device: str) -> tuple[float, float, float, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="4 layers, hidden 256 (CPU sanity run)")
+    parser.add_argument("--small", action="store_true",
+                        help="4 layers, hidden 256 (CPU sanity run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=sorted(DTYPES))
     parser.add_argument("--n", nargs="+", type=int, default=[2, 5, 8])
@@ -150,6 +169,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=None, help="PairRM checkpoint dir")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--count-only", action="store_true",
+                        help="only count real vs padded tokens per schedule (no forward passes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dtypes = args.dtypes or (["float16", "bfloat16"] if args.device.startswith("cuda") else ["float32"])
@@ -174,6 +195,14 @@ def main() -> None:
             pairs = len(items) * n * (n - 1)
             limits = {"source_max_length": args.source_max_length,
                       "candidate_max_length": args.candidate_max_length}
+            tokens = padded_tokens(pairrm, items, args.original_batch, args.max_batch_pairs,
+                                   *limits.values())
+            print(f"  n={n}: tokens real {tokens['real']}, padded original {tokens['original']} "
+                  f"({tokens['real'] / tokens['original']:.0%} real), padded pooled "
+                  f"{tokens['pooled']} ({tokens['real'] / tokens['pooled']:.0%} real)")
+            records.append({"dtype": dtype_name, "n": n, "tokens": tokens})
+            if args.count_only:
+                continue
             pooled_fn = functools.partial(
                 full_matrices, pairrm, [q for q, _ in items], [a for _, a in items], **limits)
             original_fn = functools.partial(
