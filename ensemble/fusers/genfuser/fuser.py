@@ -40,13 +40,13 @@ from ensemble.fusers.genfuser.generate import (
     FuseOutcome,
     RowSink,
     decoding_for,
+    generate_ids,
     run_batch,
 )
 from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser
 from ensemble.fusers.genfuser.prompt import FusePrompt, encode_input, split_messages
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta
 
-_WARMUP = Decoding(num_beams=1, max_new_tokens=1)
 _Texts = tuple[str, str, tuple[str, ...]]  # (instruction, input, candidates)
 
 
@@ -150,7 +150,10 @@ class GenFuser:
                              ) from exc
 
     def _warm_up(self) -> None:
-        self._process([FuseJob(prompt=self._encode("", "", ["warm-up"]), decoding=_WARMUP)])
+        """One decoding step; min lengths from the checkpoint's generation config are lifted."""
+        prompt = self._encode("", "", ["warm-up"])
+        generate_ids(self._loaded, [prompt.input_ids], self._cfg.max_length, max_new_tokens=1,
+                     min_new_tokens=0, min_length=0, num_beams=1, do_sample=False)
 
     def _process(self, jobs: Sequence[FuseJob]) -> list[FuseOutcome]:
         try:
