@@ -106,3 +106,28 @@ async def test_long_candidates_without_fallback_are_cut(long_upstreams: FakeUpst
             "model": "gf", "messages": MESSAGES, "blend": {"return_candidates": True}})
     assert response.status_code == 200, response.text
     assert response.json()["blend"]["fuser"] == "genfuser"
+
+
+@pytest.mark.slow
+async def test_genfuser_over_a_real_llama_cpp_server(llama_server_url: str,
+                                                     tiny_fuser_dir: Path) -> None:
+    """SmolLM2 members on a llama.cpp server (real wire format), fused by GenFuser."""
+    config = parse_config({
+        "server": {"api_keys_env": None},
+        "backends": {"smollm2": {"kind": "openai", "base_url": llama_server_url,
+                                 "model": "smollm2", "timeout_s": 120, "expose": False}},
+        "models": [{"type": "ensemble", "id": "gf", "ranker": {"type": "none"},
+                    "fuser": {"type": "genfuser", "checkpoint": str(tiny_fuser_dir),
+                              "device": "cpu", "max_new_tokens": 8},
+                    "members": [{"backend": "smollm2", "samples": 2,
+                                 "params": {"max_tokens": 16}}],
+                    "deadline_s": 120, "member_timeout_s": 120}],
+    })
+    async for http in _client(config):
+        response = await http.post("/v1/chat/completions", json={
+            "model": "gf", "messages": MESSAGES, "max_tokens": 16,
+            "blend": {"return_candidates": True}})
+    assert response.status_code == 200, response.text
+    blend = response.json()["blend"]
+    assert blend["fuser"] == "genfuser"
+    assert len(blend["candidates"]) == 2 and all(c["text"] for c in blend["candidates"])
