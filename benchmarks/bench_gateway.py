@@ -103,6 +103,31 @@ def stop(server: Server) -> None:
             server.process.wait()
 
 
+def _stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, user + system CPU seconds) from /proc/<pid>/stat; None if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by ``pid`` and its live descendants (Linux /proc)."""
+    stats = {int(d): _stat(int(d)) for d in os.listdir("/proc") if d.isdigit()}
+    children: dict[int, list[int]] = {}
+    for child, stat in stats.items():
+        if stat:
+            children.setdefault(stat[0], []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        stat = stats.get(current)
+        total += stat[1] if stat else 0.0
+        todo += children.get(current, [])
+    return total
+
+
 def gateway_config(upstream: str) -> dict[str, Any]:
     def backend(model: str, expose: bool) -> dict[str, Any]:
         return {"kind": "openai", "base_url": upstream, "model": model, "timeout_s": 30,
@@ -216,28 +241,40 @@ def summarise(target: str, concurrency: int, samples: list[Sample], elapsed: flo
     return summary
 
 
-async def pass_through(targets: dict[str, str], levels: list[tuple[int, int]], rounds: int,
+async def pass_through(targets: dict[str, Server], upstream: Server,
+                       levels: list[tuple[int, int]], rounds: int,
                        time_cap_s: float) -> list[Summary]:
+    """Latency per target; also the CPU time per request of the target's own process tree
+    (the upstream's for ``direct``), which does not depend on how busy the machine is."""
     results: list[Summary] = []
     for concurrency, total in levels:
         per_round = max(concurrency, total // rounds)
-        collected: dict[str, tuple[list[Sample], float]] = {t: ([], 0.0) for t in targets}
-        for name, url in targets.items():  # warm-up: connections, imports, first-call paths
-            await closed_loop(url, "fake", concurrency, 2 * concurrency, time_cap_s)
+        samples: dict[str, list[Sample]] = {t: [] for t in targets}
+        elapsed = dict.fromkeys(targets, 0.0)
+        cpu = {t: [0.0, 0.0] for t in targets}  # [server, upstream] CPU seconds
+        for server in targets.values():  # warm-up: connections, imports, first-call paths
+            await closed_loop(server.base_url, "fake", concurrency, 2 * concurrency, time_cap_s)
         for _ in range(rounds):
-            for name, url in targets.items():
-                samples, elapsed = await closed_loop(url, "fake", concurrency, per_round,
-                                                     time_cap_s / rounds)
-                old, old_elapsed = collected[name]
-                collected[name] = (old + samples, old_elapsed + elapsed)
-        direct = summarise("direct", concurrency, *collected["direct"])
-        results.append(direct)
+            for name, server in targets.items():
+                before = cpu_seconds(server.process.pid), cpu_seconds(upstream.process.pid)
+                got, took = await closed_loop(server.base_url, "fake", concurrency, per_round,
+                                              time_cap_s / rounds)
+                cpu[name][0] += cpu_seconds(server.process.pid) - before[0]
+                cpu[name][1] += cpu_seconds(upstream.process.pid) - before[1]
+                samples[name] += got
+                elapsed[name] += took
+        direct: Summary | None = None
         for name in targets:
+            summary = summarise(name, concurrency, samples[name], elapsed[name])
+            count = max(1, len(samples[name]))
+            summary.extra["server_cpu_ms_per_req"] = 1000 * cpu[name][0] / count
             if name == "direct":
-                continue
-            summary = summarise(name, concurrency, *collected[name])
-            summary.overhead_p50_ms = summary.p50_ms - direct.p50_ms
-            summary.overhead_p99_ms = summary.p99_ms - direct.p99_ms
+                direct = summary
+            else:
+                summary.extra["upstream_cpu_ms_per_req"] = 1000 * cpu[name][1] / count
+            if direct is not None and summary is not direct:
+                summary.overhead_p50_ms = summary.p50_ms - direct.p50_ms
+                summary.overhead_p99_ms = summary.p99_ms - direct.p99_ms
             results.append(summary)
     return results
 
@@ -318,6 +355,8 @@ def ratios(rows: list[Summary]) -> list[dict[str, Any]]:
         for q in ("p50", "p99"):
             a, b = getattr(ours, f"overhead_{q}_ms"), getattr(theirs, f"overhead_{q}_ms")
             entry[f"overhead_{q}_litellm_over_blendgate"] = b / a if a and a > 0 else None
+        a, b = ours.extra["server_cpu_ms_per_req"], theirs.extra["server_cpu_ms_per_req"]
+        entry["cpu_per_req_litellm_over_blendgate"] = b / a if a > 0 else None
         out.append(entry)
     return out
 
@@ -395,19 +434,20 @@ def main() -> None:
                                           "--port", str(port)], port, "/health", timeout_s=30))
         upstream = servers[0].base_url
         servers.append(start_blendgate(blendgate_bin, upstream))
-        targets = {"direct": upstream, "blendgate": servers[1].base_url}
+        targets = {"direct": servers[0], "blendgate": servers[1]}
         record["versions"] = {"blendgate": package_version(blendgate_bin, "blendgate")}
         if litellm_bin:
             servers.append(start_litellm(litellm_bin, upstream))
-            targets["litellm"] = servers[-1].base_url
+            targets["litellm"] = servers[-1]
             record["versions"]["litellm"] = package_version(litellm_bin, "litellm")
         else:
             print("LiteLLM not found: measuring blendgate only (--litellm PATH to add it)")
 
         print(f"machine: {record['machine']['cpus']} CPUs, {record['machine']['cpu']}; "
               f"versions {record['versions']}")
-        passthrough = asyncio.run(pass_through(targets, levels, args.rounds, args.time_cap))
-        fanout = asyncio.run(fan_out(targets["blendgate"], upstream, fan_levels, args.time_cap))
+        passthrough = asyncio.run(pass_through(targets, servers[0], levels, args.rounds,
+                                               args.time_cap))
+        fanout = asyncio.run(fan_out(servers[1].base_url, upstream, fan_levels, args.time_cap))
 
     print_table("Pass-through (+ = minus direct)", passthrough)
     print_table(f"Ensemble fan-out, members {MEMBER_DELAYS_MS} ms, ranker none, fuser none "
@@ -417,10 +457,12 @@ def main() -> None:
                   settings=vars(args), loadavg_at_end=os.getloadavg())
     for entry in record["ratios"]:
         print("ratio at concurrency {concurrency}: LiteLLM overhead / blendgate overhead "
-              "p50 {p50}, p99 {p99}; throughput blendgate / LiteLLM {tp:.2f}".format(
+              "p50 {p50}, p99 {p99}; gateway CPU per request LiteLLM / blendgate {cpu}; "
+              "throughput blendgate / LiteLLM {tp:.2f}x".format(
                   concurrency=entry["concurrency"],
                   p50=_ratio(entry["overhead_p50_litellm_over_blendgate"]),
                   p99=_ratio(entry["overhead_p99_litellm_over_blendgate"]),
+                  cpu=_ratio(entry["cpu_per_req_litellm_over_blendgate"]),
                   tp=entry["throughput_blendgate_over_litellm"]))
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"bench_gateway-{time.strftime('%Y%m%dT%H%M%S')}.json"
