@@ -79,6 +79,9 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/chat/completions"
 
 
+UPSTREAM_KEEPALIVE_EXPIRY_S = 2.0
+
+
 class OpenAICompatBackend:
     """A remote OpenAI-compatible chat model (see module docstring)."""
 
@@ -95,6 +98,10 @@ class OpenAICompatBackend:
             limits=httpx.Limits(
                 max_connections=cfg.max_connections,
                 max_keepalive_connections=cfg.max_connections,
+                # Drop idle connections before the upstream does: vLLM and llama.cpp-style
+                # uvicorn servers close them after 5 s, and reusing one at that instant fails
+                # the POST with a ReadError (seen in benchmarks/bench_gateway.py at c=64).
+                keepalive_expiry=UPSTREAM_KEEPALIVE_EXPIRY_S,
             ),
         )
 
