@@ -162,3 +162,52 @@ def test_spm_only_checkpoint_loads(tiny_pairrm: PairRM, tiny_pairrm_hf_dir: Path
     (spm_only / "tokenizer.json").unlink()
     model = load_pairrm(str(spm_only), device="cpu")
     np.testing.assert_array_equal(pair_logits(model, [(SRC, A, B)]), pair_logits(tiny_pairrm, [(SRC, A, B)]))
+
+
+def test_missing_deberta_v3_large_backbone_falls_back_to_its_published_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    import huggingface_hub.constants as hub_constants
+
+    from ensemble.rankers.pairrm.checkpoint import _backbone_config
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with caplog.at_level("WARNING"):
+        config = _backbone_config("microsoft/deberta-v3-large", str(tmp_path))
+    assert "published config" in caplog.text
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1024, 24, 16)
+    assert (config.position_buckets, config.max_relative_positions, config.type_vocab_size) == (256, -1, 0)
+    assert config.position_biased_input is False and config.model_type == "deberta-v2"
+    with pytest.raises(ConfigError, match="backbone 'someone/other-backbone'"):
+        _backbone_config("someone/other-backbone", str(tmp_path))
+
+
+def test_a_directory_that_is_not_pairrm_fails_loudly(tiny_pairrm_hf_dir: Path, tmp_path: Path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_pairrm_hf_dir, other)
+    config = json.loads((other / "config.json").read_text())
+    for key in ("n_tasks", "source_prefix_id"):
+        config.pop(key)
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="without PairRM keys"):
+        load_pairrm(str(other), device="cpu")
+    (other / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="neither a PairRM-hf config nor"):
+        load_pairrm(str(other), device="cpu")
+
+
+def test_package_facade_lists_its_public_names():
+    import ensemble.rankers.pairrm as package
+
+    assert package.__all__ == sorted(package.__all__)
+    assert all(getattr(package, name, None) is not None for name in package.__all__)
+
+
+def test_dtype_and_device_rules():
+    from ensemble.rankers.pairrm.checkpoint import resolve_dtype
+
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype("float16", torch.device("cuda")) == torch.float16
+    with pytest.raises(ConfigError):
+        resolve_dtype("int8", torch.device("cpu"))

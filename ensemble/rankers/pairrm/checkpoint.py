@@ -98,14 +98,29 @@ def resolve_dir(checkpoint: str, cache_dir: str | None = None) -> Path:
         ) from exc
 
 
+def _backbone_config_file(name: str, cache_dir: str | None) -> Path:
+    """``config.json`` of the backbone: local dir, HF cache, or download of that one file."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local / "config.json"
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(name, "config.json", cache_dir=cache_dir, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - not cached: try the network next
+        logger.debug("%s/config.json not in the Hugging Face cache (%s)", name, exc)
+    return Path(hf_hub_download(name, "config.json", cache_dir=cache_dir))
+
+
 def _backbone_config(name: str, cache_dir: str | None) -> DebertaV2Config:
     """DebertaV2Config of the backbone named by an original-layout ranker config."""
     try:
-        directory = resolve_dir(name, cache_dir)
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (ConfigError, OSError) as exc:
+        path = _backbone_config_file(name, cache_dir)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except Exception as exc:
         if name != DEBERTA_V3_LARGE:
-            raise ConfigError(f"backbone {name!r}: {exc}", key="checkpoint") from exc
+            raise ConfigError(f"backbone {name!r}: cannot read its config.json ({exc})",
+                              key="checkpoint") from exc
         logger.warning("backbone %s not available (%s); using its published config", name, exc)
         data = dict(_DEBERTA_V3_LARGE_CONFIG)
     if data.get("model_type", "deberta-v2") != "deberta-v2":
