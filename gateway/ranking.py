@@ -7,14 +7,15 @@ ensemble's ranker). Requests give either ``prompt`` (a raw source string, LLM-Bl
 
 Examples::
 
-    curl -s localhost:8000/v1/rank -H 'Authorization: Bearer $KEY' \\
+    curl -s localhost:8000/v1/rank -H "Authorization: Bearer $KEY" \\
       -H 'Content-Type: application/json' \\
       -d '{"prompt": "hello, how are you!",
            "candidates": ["get out!", "hi! I am fine, thanks!", "bye!"]}'
     # {"object": "ranking", "model": "pairrm:llm-blender/PairRM-hf",
     #  "scores": [...], "ranks": [3, 1, 2]}          (higher score / lower rank = better)
 
-    curl -s localhost:8000/v1/compare -H 'Content-Type: application/json' \\
+    curl -s localhost:8000/v1/compare -H "Authorization: Bearer $KEY" \\
+      -H 'Content-Type: application/json' \\
       -d '{"prompt": "hello!", "a": "hi!", "b": "f**k off!"}'
     # {"object": "comparison", "model": "...",
     #  "logit_ab": ..., "prob_ab": ...,     A on the left:  > 0 / > 0.5 means A better

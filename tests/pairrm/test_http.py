@@ -146,3 +146,20 @@ async def test_compare_with_a_pointwise_ranker():
         assert body["logit"] == 10.0 and body["a_better"] is True and body["logit_ab"] is None
         ranked = (await client.post("/v1/rank", json={"prompt": "p", "candidates": ["aa", "a", "aaa"]})).json()
         assert ranked["ranks"] == [2, 3, 1]
+
+
+async def test_rank_service_built_by_the_real_engine(tiny_pairrm_hf_dir: Path, tiny_pairrm: PairRM):
+    """config.rank_service -> BlendEngine -> RankerCache -> PairRMRanker.load -> /v1/rank."""
+    config = parse_config({
+        "server": {"api_keys_env": None},
+        "backends": {"x": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}},
+        "rank_service": {"type": "pairrm", "checkpoint": str(tiny_pairrm_hf_dir), "device": "cpu"},
+    })
+    app = create_app(config)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=transport, base_url="http://test") as client:
+        response = await client.post("/v1/rank", json={"prompt": PROMPT, "candidates": CANDS})
+    assert response.status_code == 200, response.text
+    expected = scores_from_matrix(full_matrix(tiny_pairrm, [PROMPT], [CANDS]))[0]
+    np.testing.assert_allclose(response.json()["scores"], expected, atol=1e-5)
