@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path)
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # httpx logs every upstream request at INFO: one line per member call is noise, and
+        # its formatting showed up in the gateway's per-request CPU profile.
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
         asyncio.run(serve(config, host=args.host, port=args.port, log_level=args.log_level))
     except ConfigError as exc:
         print(f"blendgate: config error: {exc}", file=sys.stderr)
