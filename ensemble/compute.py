@@ -84,7 +84,7 @@ class BatchWorker(Generic[T, R]):
             try:
                 nxt = (self._queue.get_nowait() if timeout <= 0
                        else await asyncio.wait_for(self._queue.get(), timeout))
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+            except (TimeoutError, asyncio.QueueEmpty):
                 break
             if rows + nxt.weight > self.max_batch_size:
                 self._carry = nxt  # starts the next batch

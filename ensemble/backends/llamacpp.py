@@ -177,7 +177,7 @@ class LlamaCppBackend:
             while running:
                 try:
                     offset, item = await asyncio.wait_for(queue.get(), self._cfg.timeout_s)
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     raise BackendTimeout(f"no token within {self._cfg.timeout_s:g}s",
                                          backend=self.name) from exc
                 if isinstance(item, _Ended):

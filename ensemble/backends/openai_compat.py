@@ -114,7 +114,7 @@ class OpenAICompatBackend:
         body = self._body(messages, params, n, stream=False)
         try:
             return await asyncio.wait_for(self._complete(body), self._cfg.timeout_s)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise BackendTimeout(
                 f"no answer within {self._cfg.timeout_s:g}s", backend=self.name) from exc
 

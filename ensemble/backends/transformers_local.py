@@ -164,7 +164,7 @@ class TransformersBackend:
             while True:
                 try:
                     item = await asyncio.wait_for(queue.get(), self._cfg.timeout_s)
-                except asyncio.TimeoutError as exc:
+                except TimeoutError as exc:
                     raise BackendTimeout(f"no token within {self._cfg.timeout_s:g}s",
                                          backend=self.name) from exc
                 if isinstance(item, _Done) and item.error is not None:

@@ -39,7 +39,8 @@ from transformers import (
 from ensemble.compute import BatchWorker
 from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
-from ensemble.rankers.pairrm.checkpoint import resolve_device, resolve_dir, resolve_dtype
+from ensemble.placement import resolve_device, resolve_dtype
+from ensemble.rankers.pairrm.checkpoint import resolve_dir
 from ensemble.rankers.pairrm.inputs import chat_prompt, length_sorted_batches
 from ensemble.rankers.pairrm.scoring import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking

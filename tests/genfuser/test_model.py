@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ensemble.errors import ConfigError
-from ensemble.fusers.genfuser.model import load_fuser, resolve_device, resolve_dtype
+from ensemble.fusers.genfuser.model import load_fuser
+from ensemble.placement import resolve_device, resolve_dtype
 
 
 def _hub_cache(tmp_path: Path, source: Path, repo_id: str) -> Path:

@@ -204,7 +204,7 @@ def test_package_facade_lists_its_public_names():
 
 
 def test_dtype_and_device_rules():
-    from ensemble.rankers.pairrm.checkpoint import resolve_dtype
+    from ensemble.placement import resolve_dtype
 
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16

@@ -22,8 +22,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ensemble.errors import ConfigError
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+from ensemble.placement import resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -42,22 +41,6 @@ class LoadedFuser:
     @property
     def eos_token_id(self) -> int:
         return int(self.tokenizer.eos_token_id)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; anything else is taken as written."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return _DTYPES[dtype]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {dtype!r}", key="fuser.dtype") from None
 
 
 def _sources(checkpoint: str, cache_dir: str | None) -> list[tuple[str, dict[str, Any]]]:

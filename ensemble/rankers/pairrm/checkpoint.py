@@ -38,6 +38,7 @@ from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenize
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from ensemble.errors import ConfigError
+from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS
 from ensemble.rankers.pairrm.model import PairRMModel, PrefixIds
 from ensemble.rankers.pairrm.scoring import PairRM
@@ -197,22 +198,6 @@ def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]
 
 
 # ----------------------------------------------------------------------------- weights, dtype
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto": float32 on CPU, bfloat16 on CUDA; explicit names are honoured."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    table = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(table)} or 'auto'")
-    return table[dtype]
 
 
 def load_weights(model: PairRMModel, directory: Path) -> None:
