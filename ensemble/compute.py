@@ -64,6 +64,15 @@ class BatchWorker(Generic[T, R]):
         """Run an arbitrary call on this worker's device thread (loading, warm-up)."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
 
+    async def load(self, build: Callable[[], U]) -> U:
+        """``run(build)`` for a model's loading; if it fails, close the worker (its thread must
+        not outlive a model that never came up) and re-raise."""
+        try:
+            return await self.run(build)
+        except BaseException:
+            await self.aclose()
+            raise
+
     async def submit(self, item: T) -> R:
         if self._consumer is None or self._consumer.done():
             self._consumer = asyncio.create_task(self._consume(), name=f"batch-{self.name}")

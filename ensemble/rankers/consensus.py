@@ -57,12 +57,11 @@ class ConsensusRanker:
             max_wait_ms=_BATCH_WAIT_MS,
             weight=len,
         )
-        try:
-            await worker.run(embedder.load)
-            await worker.run(lambda: embedder.embed(["warm-up"]))
-        except BaseException:
-            await worker.aclose()
-            raise
+        def build() -> None:
+            embedder.load()
+            embedder.embed(["warm-up"])
+
+        await worker.load(build)
         return cls(embedder, worker)
 
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:

@@ -137,11 +137,7 @@ class RewardModelRanker:
             reward_scores(rm, [encode(rm, [ChatMessage("user", "warm-up")], "ok")])
             return rm
 
-        try:
-            holder.append(await worker.run(build))
-        except BaseException:
-            await worker.aclose()
-            raise
+        holder.append(await worker.load(build))
         return cls(cfg, holder[0], worker)
 
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:

@@ -95,11 +95,7 @@ class PairRMRanker:
             pair_logits(pairrm, [("warm-up", "a", "b")])
             return pairrm
 
-        try:
-            holder.append(await worker.run(build))
-        except BaseException:
-            await worker.aclose()
-            raise
+        holder.append(await worker.load(build))
         return cls(cfg, holder[0], worker)
 
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:

@@ -1,0 +1,131 @@
+"""BatchWorker: size-or-deadline batching on one dedicated thread, per ensemble/compute.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from ensemble.compute import BatchWorker
+from ensemble.errors import OverloadedError
+
+
+class Recorder:
+    """A ``process`` function that records each batch and the thread it ran on."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.delay_s = delay_s
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.release.wait(5)
+        self.batches.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        return [item * 10 for item in items]
+
+
+async def test_concurrent_submits_run_as_one_batch_off_the_event_loop() -> None:
+    recorder = Recorder()
+    worker: BatchWorker[int, int] = BatchWorker(recorder, name="t", max_batch_size=8,
+                                                max_wait_ms=50)
+    try:
+        results = await asyncio.gather(*(worker.submit(i) for i in range(5)))
+    finally:
+        await worker.aclose()
+    assert results == [0, 10, 20, 30, 40]
+    assert recorder.batches == [[0, 1, 2, 3, 4]]
+    assert recorder.threads == {next(iter(recorder.threads))}
+    assert threading.main_thread().name not in recorder.threads
+    assert next(iter(recorder.threads)).startswith("blendgate-t")
+
+
+async def test_weights_bound_rows_and_a_heavy_item_runs_alone() -> None:
+    recorder = Recorder()
+    worker: BatchWorker[int, int] = BatchWorker(recorder, name="w", max_batch_size=6,
+                                                max_wait_ms=50, weight=lambda item: item)
+    try:
+        # weights 3 + 3 fill one batch; 4 does not fit beside them; 9 exceeds the limit alone
+        results = await asyncio.gather(*(worker.submit(i) for i in (3, 3, 4, 9)))
+    finally:
+        await worker.aclose()
+    assert results == [30, 30, 40, 90]
+    assert recorder.batches == [[3, 3], [4], [9]]
+
+
+async def test_a_model_error_reaches_every_waiter_of_the_batch_and_the_worker_goes_on() -> None:
+    calls = 0
+
+    def process(items: Sequence[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("CUDA out of memory")
+        return list(items)
+
+    worker: BatchWorker[int, int] = BatchWorker(process, name="e", max_wait_ms=50)
+    try:
+        outcomes = await asyncio.gather(worker.submit(1), worker.submit(2),
+                                        return_exceptions=True)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        assert await worker.submit(3) == 3
+    finally:
+        await worker.aclose()
+
+
+async def test_items_cancelled_before_their_batch_starts_are_dropped() -> None:
+    recorder = Recorder()
+    recorder.release.clear()  # hold the first batch on the device thread
+    worker: BatchWorker[int, int] = BatchWorker(recorder, name="c", max_wait_ms=1)
+    try:
+        first = asyncio.create_task(worker.submit(1))
+        await asyncio.sleep(0.05)  # batch [1] is running (blocked)
+        doomed = asyncio.create_task(worker.submit(2))
+        kept = asyncio.create_task(worker.submit(3))
+        await asyncio.sleep(0.01)
+        doomed.cancel()
+        recorder.release.set()
+        assert await first == 10
+        assert await kept == 30
+    finally:
+        await worker.aclose()
+    assert [2] not in recorder.batches and all(2 not in b for b in recorder.batches)
+
+
+async def test_a_full_queue_is_overloaded_not_unbounded() -> None:
+    recorder = Recorder()
+    recorder.release.clear()
+    worker: BatchWorker[int, int] = BatchWorker(recorder, name="q", max_batch_size=1,
+                                                max_wait_ms=0, max_queue=2)
+    tasks = [asyncio.create_task(worker.submit(0))]
+    await asyncio.sleep(0.05)  # item 0 is on the device thread; the queue is empty again
+    tasks += [asyncio.create_task(worker.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.01)
+    try:
+        with pytest.raises(OverloadedError):
+            await worker.submit(3)
+    finally:
+        recorder.release.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await worker.aclose()
+
+
+async def test_load_closes_the_worker_when_the_model_fails_to_load() -> None:
+    worker: BatchWorker[int, int] = BatchWorker(Recorder(), name="l")
+
+    def broken() -> None:
+        raise OSError("no such checkpoint")
+
+    with pytest.raises(OSError):
+        await worker.load(broken)
+    with pytest.raises(RuntimeError):  # the executor was shut down with the worker
+        await worker.run(lambda: 1)
+    healthy: BatchWorker[int, int] = BatchWorker(Recorder(), name="ok")
+    try:
+        assert await healthy.load(lambda: 7) == 7
+    finally:
+        await healthy.aclose()
