@@ -20,7 +20,8 @@ from transformers import DebertaV2Config, DebertaV2Model, PreTrainedTokenizerFas
 from ensemble.rankers.pairrm import pair_logits
 
 SOURCE_MAX, CANDIDATE_MAX = 1224, 412
-WORDS = "the model ranks candidate answers by comparing them in pairs with attention ".split()
+WORDS = ["the", "model", "ranks", "candidate", "answers", "by", "comparing", "them", "in",
+         "pairs", "with", "attention"]
 
 
 def _long_text(n_words: int, offset: int = 0) -> str:
