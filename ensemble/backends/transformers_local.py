@@ -84,8 +84,12 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ensemble.placement import resolve_device, resolve_dtype  # imports torch: lazily
+
         torch.set_num_threads(self._cfg.threads)
-        device, dtype = _device_dtype(self._cfg.device, self._cfg.dtype)
+        # Any: transformers' typing of PreTrainedModel.to rejects a torch.device.
+        device: Any = resolve_device(self._cfg.device)
+        dtype = resolve_dtype(self._cfg.dtype, device)
         kwargs: dict[str, Any] = {"cache_dir": self._cfg.cache_dir}
         if self._gguf_file is not None:
             kwargs["gguf_file"] = self._gguf_file
@@ -304,14 +308,3 @@ def _model_source(cfg: LocalBackendConfig) -> tuple[str, str | None]:
             return str(directory), resolve_gguf(cfg.model, cfg.gguf_file).name
         return str(directory), None
     return cfg.model, cfg.gguf_file
-
-
-def _device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return torch.device(device), (torch.bfloat16 if device.startswith("cuda")
-                                      else torch.float32)
-    return torch.device(device), getattr(torch, dtype)

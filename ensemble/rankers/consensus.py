@@ -28,6 +28,7 @@ from ensemble.backends.model_path import PACKAGE_PREFIX, package_dir
 from ensemble.compute import BatchWorker
 from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
+from ensemble.placement import resolve_device
 from ensemble.rankers.ranks import competition_ranks
 from ensemble.types import ChatMessage, Ranking
 
@@ -102,16 +103,14 @@ class _Embedder:
     def load(self) -> None:
         torch.set_num_threads(self._cfg.threads)
         path = resolve_model_dir(self._cfg.model)
-        device = self._cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(self._cfg.device)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             self._model = AutoModel.from_pretrained(path).to(device).eval()
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot load embedding model {path}: {exc}",
                               key="ranker.model") from exc
-        self._device = torch.device(device)
+        self._device = device
         st_config = Path(path) / "sentence_bert_config.json"
         if st_config.is_file():
             declared = json.loads(st_config.read_text()).get("max_seq_length")
