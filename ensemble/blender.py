@@ -61,7 +61,9 @@ REF_MODES = ("longest", "shortest", "median_length", "first", "last")
 CMP_TYPES = ("bubble", "full")
 SAMPLING_MODES = ("top_p_sampling", "top_k_sampling", None)
 # loadranker keyword arguments that change behaviour (RankerConfig field names of the original).
-RANKER_OPTIONS = ("cache_dir", "source_maxlength", "candidate_maxlength", "fp16")
+# The original's four, plus blendgate's PairRM speed options ``attention`` and ``compile``.
+RANKER_OPTIONS = ("cache_dir", "source_maxlength", "candidate_maxlength", "fp16", "attention",
+                  "compile")
 # rank()/rank_with_ref() keyword arguments (note the underscores, unlike loadranker's).
 LENGTH_OPTIONS = ("source_max_length", "candidate_max_length")
 # Reward models llm-blender 0.0.2 recognised by name suffix, and whether this API loads them.
@@ -232,8 +234,9 @@ class Blender(FusionMixin):
         original's download location ``<cache_dir>/<ranker_path>`` is also looked up.
         ``device`` defaults to "cuda" when available, else "cpu" (the original: always "cuda").
         ``kwargs``: ``cache_dir``, ``source_maxlength``, ``candidate_maxlength`` and ``fp16``
-        (default true: float16 on CUDA/MPS, float32 elsewhere, as the original); other keys
-        raise ``TypeError``.
+        (default true: float16 on CUDA/MPS, float32 elsewhere, as the original); for PairRM also
+        ``attention`` ("sdpa" default, or "eager") and ``compile`` (default false), see
+        :func:`~ensemble.rankers.pairrm.load_pairrm`; other keys raise ``TypeError``.
         """
         unknown = sorted(set(kwargs) - set(RANKER_OPTIONS))
         if unknown:
@@ -246,7 +249,9 @@ class Blender(FusionMixin):
         location = _original_download_dir(str(ranker_path), cache_dir)
         directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
         if _is_pairrm_dir(directory):
-            self.ranker = load_pairrm(str(directory), device=device, dtype=dtype, cache_dir=cache_dir)
+            self.ranker = load_pairrm(
+                str(directory), device=device, dtype=dtype, cache_dir=cache_dir,
+                attention=kwargs.get("attention", "sdpa"), compile=bool(kwargs.get("compile")))
             if kwargs.get("source_maxlength"):
                 self.ranker.source_max_length = int(kwargs["source_maxlength"])
             if kwargs.get("candidate_maxlength"):

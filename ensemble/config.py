@@ -87,6 +87,9 @@ class PairRMRankerConfig(_Strict):
     max_batch_pairs: int = Field(64, ge=1)
     batch_wait_ms: float = Field(5.0, ge=0)
     threads: int = Field(1, ge=1)
+    # "sdpa": fused attention kernel, same logits as "eager" (transformers' module) to rounding.
+    attention: Literal["eager", "sdpa"] = "sdpa"
+    compile: bool = False  # torch.compile the encoder: faster batches, a compile per new shape
 
 
 class RewardModelRankerConfig(_Strict):

@@ -39,6 +39,7 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from ensemble.errors import ConfigError
 from ensemble.placement import resolve_device, resolve_dtype
+from ensemble.rankers.pairrm.attention import AttentionImpl
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS
 from ensemble.rankers.pairrm.model import PairRMModel, PrefixIds
 from ensemble.rankers.pairrm.scoring import PairRM
@@ -235,8 +236,15 @@ def load_pairrm(
     dtype: str = "auto",
     cache_dir: str | None = None,
     max_batch_pairs: int = 32,
+    attention: AttentionImpl = "sdpa",
+    compile: bool = False,
 ) -> PairRM:
-    """Build a ready, eval-mode :class:`PairRM` from a hub id, a cached repo or a directory."""
+    """Build a ready, eval-mode :class:`PairRM` from a hub id, a cached repo or a directory.
+
+    ``attention``: ``"sdpa"`` (fused kernel) or ``"eager"`` (transformers' module); same weights,
+    same logits to float rounding. ``compile``: ``torch.compile`` the encoder (dynamic shapes);
+    the first batches of new shapes pay a compile (tens of seconds on CPU).
+    """
     directory = resolve_dir(checkpoint, cache_dir)
     layout = read_layout(directory)
     tokenizer, prefix_ids = load_tokenizer(directory)
@@ -245,10 +253,14 @@ def load_pairrm(
                           f"!= tokenizer's {prefix_ids}", key="checkpoint")
     config = layout.backbone or _backbone_config(layout.backbone_name or "", cache_dir)
     config.vocab_size = len(tokenizer)
-    model = PairRMModel(config, prefix_ids, n_tasks=layout.n_tasks, drop_out=layout.drop_out)
+    model = PairRMModel(config, prefix_ids, n_tasks=layout.n_tasks, drop_out=layout.drop_out,
+                        attention=attention)
     load_weights(model, directory)
     torch_device = resolve_device(device)
     model = model.to(device=torch_device, dtype=resolve_dtype(dtype, torch_device)).eval()
+    if compile:
+        # In place, so state-dict keys stay unprefixed; the head and the gathers stay eager.
+        model.pretrained_model.compile(dynamic=True)
     return PairRM(
         model=model, tokenizer=tokenizer, source_max_length=layout.source_max_length,
         candidate_max_length=layout.candidate_max_length, max_batch_pairs=max_batch_pairs,

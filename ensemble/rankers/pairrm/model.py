@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from transformers import DebertaV2Config, DebertaV2Model
 
+from ensemble.rankers.pairrm.attention import AttentionImpl, set_attention
+
 
 @dataclass(frozen=True)
 class PrefixIds:
@@ -41,7 +43,7 @@ class PairRMModel(nn.Module):
 
     def __init__(
         self, config: DebertaV2Config, prefix_ids: PrefixIds, *, n_tasks: int = 1,
-        drop_out: float = 0.05,
+        drop_out: float = 0.05, attention: AttentionImpl = "sdpa",
     ) -> None:
         super().__init__()
         self.config = config
@@ -49,6 +51,8 @@ class PairRMModel(nn.Module):
         self.n_tasks = n_tasks
         hidden = config.hidden_size
         self.pretrained_model = DebertaV2Model(config)
+        # "sdpa" (default) and "eager" share parameters and agree to float rounding.
+        set_attention(self.pretrained_model, attention)
         # Index numbering is part of the checkpoint format: head_layer.1 and head_layer.4.
         self.head_layer = nn.Sequential(
             nn.Dropout(drop_out),
