@@ -19,6 +19,22 @@ Schedules, same prompts, same pair rows (per-example truncation 1224/412):
 - ``pooled``: every ordered pair of every prompt in one pool, sorted by length, run
   ``--max-batch-pairs`` rows at a time (``ensemble.rankers.pairrm.full_matrices``).
 
+Encoder variants of the pooled schedule (``--variants``; the original always runs transformers'
+eager attention, as LLM-Blender does):
+
+- ``eager``: transformers' ``DisentangledSelfAttention``;
+- ``sdpa``: blendgate's ``SdpaDisentangledSelfAttention`` (the product default);
+- ``sdpa+compile``: the same under ``torch.compile(dynamic=True)`` (compiled in the warm-up);
+- ``disentangled-flash``: PyPI ``disentangled-flash`` (``optimize_deberta(inference=False)``,
+  any row length: backend "auto", i.e. its Triton kernels, on CUDA; its "torch" path elsewhere),
+  if installed.
+  (``flashdeberta`` imports Triton at import time and runs on CUDA only; add it on a GPU host.)
+
+Each variant's logits are compared with the original's (max |difference|) and its per-prompt
+ranks must be identical. Achieved encoder TFLOP/s counts the matmul work of the padded tokens fed
+(projections, FFN, attention, c2p/p2c); ``--peak-tflops`` (default: 989 for an H100's dense
+bf16/fp16 peak, else none) turns it into a percentage.
+
 Prints one line per (dtype, n, schedule) and the pooled/original speed-up; ``--json`` writes
 them. Memory: peak CUDA allocation, or the process's peak RSS on CPU. ``cpu_seconds`` (process
 CPU time) is the steadier figure on a shared CPU host, where wall time includes waiting.
@@ -27,6 +43,7 @@ CPU time) is the steadier figure on a shared CPU host, where wall time includes 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import gzip
 import json
@@ -41,7 +58,15 @@ import numpy as np
 import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer
 
-from ensemble.rankers.pairrm import PairRM, PairRMModel, PrefixIds, full_matrices
+from ensemble.rankers.pairrm import (
+    PairRM,
+    PairRMModel,
+    PrefixIds,
+    full_matrices,
+    ranks_from_scores,
+    scores_from_matrix,
+)
+from ensemble.rankers.pairrm.attention import set_attention
 from ensemble.rankers.pairrm.checkpoint import load_tokenizer, resolve_dir
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS, length_sorted_batches, pad_rows
 from ensemble.rankers.pairrm.scoring import encode_pair_rows
@@ -78,11 +103,14 @@ def build_tokenizer(texts: Sequence[str], directory: Path):
     return tokenizer
 
 
-def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch: int) -> PairRM:
+def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch: int,
+                 layers: int | None = None) -> PairRM:
     size = ({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
              "intermediate_size": 1024} if small else
             {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
              "intermediate_size": 4096})
+    if layers is not None:  # same layer shape, fewer layers: a CPU-sized slice of the real model
+        size["num_hidden_layers"] = layers
     config = DebertaV2Config(
         vocab_size=len(tokenizer) if small else 128005, max_relative_positions=-1,
         position_buckets=256, relative_attention=True, pos_att_type=["p2c", "c2p"],
@@ -91,8 +119,65 @@ def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch:
     )
     torch.manual_seed(0)
     mask = tokenizer.mask_token_id
-    model = PairRMModel(config, PrefixIds.after_mask(mask)).to(device=device, dtype=dtype).eval()
+    model = PairRMModel(config, PrefixIds.after_mask(mask), attention="eager")
+    model = model.to(device=device, dtype=dtype).eval()
     return PairRM(model=model, tokenizer=tokenizer, max_batch_pairs=batch)
+
+
+VARIANTS = ("eager", "sdpa", "sdpa+compile", "disentangled-flash")
+
+
+def build_variant(base: PairRM, name: str) -> tuple[PairRM, str] | None:
+    """A copy of ``base`` (eager) with the encoder variant ``name``; None if not installed."""
+    model = copy.deepcopy(base.model)
+    label = name
+    if name in ("sdpa", "sdpa+compile"):
+        set_attention(model.pretrained_model, "sdpa")
+        if name == "sdpa+compile":
+            model.pretrained_model.compile(dynamic=True)
+    elif name == "disentangled-flash":
+        try:
+            from disentangled_flash import optimize_deberta
+        except ImportError:
+            return None
+        # "auto" keeps transformers' encoder off CUDA; ask for the PyTorch path there instead.
+        on_cuda = next(model.parameters()).is_cuda
+        optimize_deberta(model.pretrained_model, backend="auto" if on_cuda else "torch",
+                         inference=False)
+        label = f"{name}({getattr(model.pretrained_model.encoder, 'backend', 'unchanged')})"
+    elif name != "eager":
+        raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
+    return PairRM(model=model.eval(), tokenizer=base.tokenizer,
+                  max_batch_pairs=base.max_batch_pairs), label
+
+
+def encoder_flops(config: DebertaV2Config, lengths: Sequence[int]) -> float:
+    """Matmul FLOPs of the encoder over rows of the given padded lengths (2 per multiply-add)."""
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    span = 2 * (config.position_buckets if config.position_buckets > 0
+                else config.max_position_embeddings)
+    total = 0.0
+    for width in lengths:
+        dense = 2 * width * (4 * hidden * hidden + 2 * hidden * config.intermediate_size)
+        attention = 2 * 2 * width * width * hidden  # q.k and p.v
+        position = 2 * 2 * width * span * hidden  # c2p and p2c against 2S positions
+        total += layers * (dense + attention + position)
+    return total
+
+
+def pooled_lengths(pairrm: PairRM, items: Sequence[tuple[str, list[str]]], max_batch_pairs: int,
+                   source_max: int, candidate_max: int) -> list[int]:
+    """The padded width of every row the pooled schedule feeds."""
+    triples = [(q, c[i], c[j]) for q, c in items
+               for i in range(len(c)) for j in range(len(c)) if i != j]
+    lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
+    return [lengths[chunk[0]] for chunk in length_sorted_batches(lengths, max_batch_pairs)
+            for _ in chunk]
+
+
+def same_ranks(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
+    return all(np.array_equal(ranks_from_scores(scores_from_matrix(x)),
+                              ranks_from_scores(scores_from_matrix(y))) for x, y in zip(a, b))
 
 
 def original_schedule(
@@ -156,6 +241,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true",
                         help="4 layers, hidden 256 (CPU sanity run)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="override the number of encoder layers (e.g. 2 for a CPU run)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtypes", nargs="+", default=None, choices=sorted(DTYPES))
     parser.add_argument("--n", nargs="+", type=int, default=[2, 5, 8])
@@ -169,6 +256,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, default=None, help="PairRM checkpoint dir")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--variants", nargs="+", default=["eager", "sdpa"], choices=VARIANTS,
+                        help="encoder variants of the pooled schedule")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense peak for the dtype (default: 989 on an H100)")
     parser.add_argument("--count-only", action="store_true",
                         help="only count real vs padded tokens per schedule (no forward passes)")
     args = parser.parse_args()
@@ -184,17 +275,31 @@ def main() -> None:
             tokenizer = build_tokenizer([t for q, a in corpus[:300] for t in (q, *a)], Path(tmp))
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                else f"{platform.processor() or platform.machine()} CPU, {args.threads} thread(s)")
-    print(f"# {machine}; {'small' if args.small else 'deberta-v3-large'} PairRM, random weights; "
+    shape = "small" if args.small else "deberta-v3-large"
+    if args.layers is not None:
+        shape += f" shape with {args.layers} layers"
+    print(f"# {machine}; {shape} PairRM, random weights; "
           f"{len(items_all)} prompts; limits {args.source_max_length}/{args.candidate_max_length}; "
           f"torch {torch.__version__}")
-    records = []
+    peak = args.peak_tflops
+    if peak is None and args.device.startswith("cuda") and "H100" in machine:
+        peak = 989.0  # H100 SXM dense bf16/fp16 tensor-core peak
+    records: list[dict[str, object]] = []
     for dtype_name in dtypes:
-        pairrm = build_pairrm(tokenizer, args.small, args.device, DTYPES[dtype_name], args.max_batch_pairs)
+        pairrm = build_pairrm(tokenizer, args.small, args.device, DTYPES[dtype_name],
+                              args.max_batch_pairs, args.layers)
+        variants = {}
+        for name in args.variants:
+            built = build_variant(pairrm, name)
+            if built is None:
+                print(f"  variant {name}: not installed, skipped")
+            else:
+                variants[built[1]] = built[0]
+        limits = {"source_max_length": args.source_max_length,
+                  "candidate_max_length": args.candidate_max_length}
         for n in args.n:
             items = [(q, a[:n]) for q, a in items_all]
             pairs = len(items) * n * (n - 1)
-            limits = {"source_max_length": args.source_max_length,
-                      "candidate_max_length": args.candidate_max_length}
             tokens = padded_tokens(pairrm, items, args.original_batch, args.max_batch_pairs,
                                    *limits.values())
             print(f"  n={n}: tokens real {tokens['real']}, padded original {tokens['original']} "
@@ -203,30 +308,47 @@ def main() -> None:
             records.append({"dtype": dtype_name, "n": n, "tokens": tokens})
             if args.count_only:
                 continue
-            pooled_fn = functools.partial(
-                full_matrices, pairrm, [q for q, _ in items], [a for _, a in items], **limits)
-            original_fn = functools.partial(
-                original_schedule, pairrm, items, args.original_batch, *limits.values())
-            pooled_fn() if n == args.n[0] else None  # warm-up (kernels, allocator)
-            timings = {}
-            for name, fn in (("original", original_fn), ("pooled", pooled_fn)):
+            flops = encoder_flops(pairrm.model.config, pooled_lengths(
+                pairrm, items, args.max_batch_pairs, *limits.values()))
+            runs = {"original": functools.partial(
+                original_schedule, pairrm, items, args.original_batch, *limits.values())}
+            for label, variant in variants.items():
+                runs[label] = functools.partial(
+                    full_matrices, variant, [q for q, _ in items], [a for _, a in items], **limits)
+            if n == args.n[0]:  # warm-up: kernels, allocator, and compiling the compiled variant
+                for label, fn in runs.items():
+                    if label != "original":
+                        warm_start = time.perf_counter()
+                        fn()
+                        print(f"  warm-up {label}: {time.perf_counter() - warm_start:.1f} s")
+            results = {}
+            for label, fn in runs.items():
                 seconds, cpu_seconds, memory, result = measure(fn, args.device)
-                timings[name] = (seconds, cpu_seconds, result)
-                record = {"dtype": dtype_name, "n": n, "schedule": name, "pairs": pairs,
-                          "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-                          "pairs_per_s": round(pairs / seconds, 2),
-                          "ms_per_request": round(1000 * seconds / len(items), 1),
-                          "memory_mib": round(memory, 1), "machine": machine}
+                results[label] = (seconds, cpu_seconds, result)
+                record: dict[str, object] = {
+                    "dtype": dtype_name, "n": n, "schedule": label, "pairs": pairs,
+                    "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+                    "pairs_per_s": round(pairs / seconds, 2),
+                    "ms_per_request": round(1000 * seconds / len(items), 1),
+                    "memory_mib": round(memory, 1), "machine": machine}
+                if label != "original":
+                    tflops = flops / seconds / 1e12
+                    record["encoder_tflops"] = round(tflops, 4)
+                    if peak:
+                        record["percent_of_peak"] = round(100 * tflops / peak, 1)
                 records.append(record)
                 print(json.dumps(record))
-            diff = max(float(np.abs(a - b).max())
-                       for a, b in zip(timings["original"][2], timings["pooled"][2]))
-            speedup = timings["original"][0] / timings["pooled"][0]
-            cpu_speedup = timings["original"][1] / timings["pooled"][1]
-            print(f"  {dtype_name} n={n}: pooled/original speed-up x{speedup:.2f} (wall), "
-                  f"x{cpu_speedup:.2f} (CPU time); max |logit difference| {diff:.2e}")
-            records.append({"dtype": dtype_name, "n": n, "speedup": round(speedup, 2),
-                            "cpu_speedup": round(cpu_speedup, 2), "max_abs_diff": diff})
+            original_seconds, original_cpu, original_result = results.pop("original")
+            for label, (seconds, cpu_seconds, result) in results.items():
+                diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result))
+                summary = {"dtype": dtype_name, "n": n, "variant": label,
+                           "speedup": round(original_seconds / seconds, 2),
+                           "cpu_speedup": round(original_cpu / cpu_seconds, 2),
+                           "max_abs_diff": diff, "same_ranks": same_ranks(original_result, result)}
+                print(f"  {dtype_name} n={n} {label}: x{summary['speedup']:.2f} wall, "
+                      f"x{summary['cpu_speedup']:.2f} CPU time vs original; max |logit "
+                      f"difference| {diff:.2e}; ranks identical: {summary['same_ranks']}")
+                records.append(summary)
     if args.json is not None:
         args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
 
