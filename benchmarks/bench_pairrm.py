@@ -36,7 +36,7 @@ ranks must be identical. Achieved encoder TFLOP/s counts the matmul work of the 
 bf16/fp16 peak, else none) turns it into a percentage.
 
 Prints one line per (dtype, n, schedule) and the pooled/original speed-up; ``--json`` writes
-them. Memory: peak CUDA allocation, or the process's peak RSS on CPU. ``cpu_seconds`` (process
+them. Memory: peak CUDA allocation, or the process's peak RSS during the run on CPU. ``cpu_seconds`` (process
 CPU time) is the steadier figure on a shared CPU host, where wall time includes waiting.
 """
 
@@ -104,7 +104,7 @@ def build_tokenizer(texts: Sequence[str], directory: Path):
 
 
 def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch: int,
-                 layers: int | None = None) -> PairRM:
+                 layers: int | None = None, batch_tokens: int | None = None) -> PairRM:
     size = ({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
              "intermediate_size": 1024} if small else
             {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -121,7 +121,8 @@ def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch:
     mask = tokenizer.mask_token_id
     model = PairRMModel(config, PrefixIds.after_mask(mask), attention="eager")
     model = model.to(device=device, dtype=dtype).eval()
-    return PairRM(model=model, tokenizer=tokenizer, max_batch_pairs=batch)
+    return PairRM(model=model, tokenizer=tokenizer, max_batch_pairs=batch,
+                  max_batch_tokens=batch_tokens)
 
 
 VARIANTS = ("eager", "sdpa", "sdpa+compile", "disentangled-flash")
@@ -148,7 +149,8 @@ def build_variant(base: PairRM, name: str) -> tuple[PairRM, str] | None:
     elif name != "eager":
         raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     return PairRM(model=model.eval(), tokenizer=base.tokenizer,
-                  max_batch_pairs=base.max_batch_pairs), label
+                  max_batch_pairs=base.max_batch_pairs,
+                  max_batch_tokens=base.max_batch_tokens), label
 
 
 def encoder_flops(config: DebertaV2Config, lengths: Sequence[int]) -> float:
@@ -171,8 +173,8 @@ def pooled_lengths(pairrm: PairRM, items: Sequence[tuple[str, list[str]]], max_b
     triples = [(q, c[i], c[j]) for q, c in items
                for i in range(len(c)) for j in range(len(c)) if i != j]
     lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
-    return [lengths[chunk[0]] for chunk in length_sorted_batches(lengths, max_batch_pairs)
-            for _ in chunk]
+    batches = length_sorted_batches(lengths, max_batch_pairs, pairrm.max_batch_tokens)
+    return [lengths[chunk[0]] for chunk in batches for _ in chunk]
 
 
 def same_ranks(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
@@ -213,7 +215,8 @@ def padded_tokens(
                for i in range(len(c)) for j in range(len(c)) if i != j]
     lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
     pooled = sum(len(chunk) * lengths[chunk[0]]
-                 for chunk in length_sorted_batches(lengths, max_batch_pairs))
+                 for chunk in length_sorted_batches(lengths, max_batch_pairs,
+                                                    pairrm.max_batch_tokens))
     n, original, per_item = len(items[0][1]), 0, len(lengths) // len(items)
     for start in range(0, len(items), original_batch):
         stop = min(start + original_batch, len(items))
@@ -222,18 +225,38 @@ def padded_tokens(
     return {"real": sum(lengths), "original": original, "pooled": pooled}
 
 
+def _reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets the process's peak RSS (VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # lifetime peak, KiB
+
+
 def measure(fn, device: str) -> tuple[float, float, float, object]:
     """(wall seconds, process CPU seconds, peak memory MiB, result) of ``fn()``."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    else:
+        _reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     result = fn()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         memory = torch.cuda.max_memory_allocated() / 2**20
     else:
-        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux: KiB)
+        memory = _peak_rss_mib()
     return time.perf_counter() - start, time.process_time() - cpu_start, memory, result
 
 
@@ -249,6 +272,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--original-batch", type=int, default=8)
     parser.add_argument("--max-batch-pairs", type=int, default=32)
+    parser.add_argument("--max-batch-tokens", type=int, default=16384,
+                        help="padded tokens per pooled forward pass (0: no cap)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--source-max-length", type=int, default=1224)
     parser.add_argument("--candidate-max-length", type=int, default=412,
@@ -287,7 +312,7 @@ def main() -> None:
     records: list[dict[str, object]] = []
     for dtype_name in dtypes:
         pairrm = build_pairrm(tokenizer, args.small, args.device, DTYPES[dtype_name],
-                              args.max_batch_pairs, args.layers)
+                              args.max_batch_pairs, args.layers, args.max_batch_tokens or None)
         variants = {}
         for name in args.variants:
             built = build_variant(pairrm, name)

@@ -105,6 +105,10 @@ def test_injected_prompt_tokens_neither_crash_nor_move_positions(tiny_pairrm: Pa
 
 def test_length_sorted_batches_and_padding():
     assert length_sorted_batches([3, 9, 5, 9], 2) == [[1, 3], [2, 0]]
+    # a token budget closes a group before max_rows: 2 x 10 fit in 20, 4 x 4 too
+    assert length_sorted_batches([10, 4, 10, 4, 4, 4], 8, max_tokens=20) == [[0, 2], [1, 3, 4, 5]]
+    # a row longer than the budget still runs, alone
+    assert length_sorted_batches([50, 3, 3], 8, max_tokens=20) == [[0], [1, 2]]
     ids, mask = pad_rows([[1, 5, 2], [1, 2]], pad_id=0)
     assert ids.tolist() == [[1, 5, 2], [1, 2, 0]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
 

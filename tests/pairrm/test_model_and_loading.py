@@ -70,6 +70,12 @@ def test_batched_equals_one_at_a_time(tiny_pairrm: PairRM):
     single = np.array([pair_logits(tiny_pairrm, [t], max_batch_pairs=1)[0] for t in triples])
     np.testing.assert_allclose(batched, single, atol=1e-5, rtol=0)
     assert batched.dtype == np.float32
+    # a tight token budget splits the pool differently and changes nothing
+    tiny_pairrm.max_batch_tokens, budget = 64, tiny_pairrm.max_batch_tokens
+    try:
+        np.testing.assert_allclose(pair_logits(tiny_pairrm, triples), single, atol=1e-5, rtol=0)
+    finally:
+        tiny_pairrm.max_batch_tokens = budget
 
 
 def test_logit_is_left_minus_right_through_the_head(tiny_pairrm: PairRM):

@@ -236,6 +236,7 @@ def load_pairrm(
     dtype: str = "auto",
     cache_dir: str | None = None,
     max_batch_pairs: int = 32,
+    max_batch_tokens: int | None = 16384,
     attention: AttentionImpl = "sdpa",
     compile: bool = False,
 ) -> PairRM:
@@ -264,4 +265,5 @@ def load_pairrm(
     return PairRM(
         model=model, tokenizer=tokenizer, source_max_length=layout.source_max_length,
         candidate_max_length=layout.candidate_max_length, max_batch_pairs=max_batch_pairs,
+        max_batch_tokens=max_batch_tokens,
     )

@@ -191,10 +191,26 @@ def pair_row(
 # ----------------------------------------------------------------------------- batching
 
 
-def length_sorted_batches(lengths: Sequence[int], max_rows: int) -> list[list[int]]:
-    """Row indices grouped longest first, at most ``max_rows`` per group (padding stays small)."""
+def length_sorted_batches(
+    lengths: Sequence[int], max_rows: int, max_tokens: int | None = None,
+) -> list[list[int]]:
+    """Row indices grouped longest first (padding stays small).
+
+    A group holds at most ``max_rows`` rows and, when ``max_tokens`` is set, at most that many
+    padded tokens (rows x its first, longest row): attention memory grows with rows x width², so
+    long rows go in smaller groups. A row longer than ``max_tokens`` runs alone.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[start : start + max_rows] for start in range(0, len(order), max_rows)]
+    groups: list[list[int]] = []
+    for index in order:
+        group = groups[-1] if groups else None
+        if group is not None and len(group) < max_rows and (
+            max_tokens is None or (len(group) + 1) * lengths[group[0]] <= max_tokens
+        ):
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

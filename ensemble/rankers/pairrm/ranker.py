@@ -92,6 +92,7 @@ class PairRMRanker:
             torch.set_num_threads(cfg.threads)
             pairrm = load_pairrm(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
                                  cache_dir=cfg.cache_dir, max_batch_pairs=cfg.max_batch_pairs,
+                                 max_batch_tokens=cfg.max_batch_tokens,
                                  attention=cfg.attention, compile=cfg.compile)
             pair_logits(pairrm, [("warm-up", "a", "b")])
             return pairrm

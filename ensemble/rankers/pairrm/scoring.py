@@ -43,6 +43,8 @@ class PairRM:
     source_max_length: int = 1224
     candidate_max_length: int = 412
     max_batch_pairs: int = 32
+    # Padded tokens per forward pass: bounds the [rows, heads, width, width] attention tensors.
+    max_batch_tokens: int | None = 16384
     reserved: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,7 +73,8 @@ def pair_logits(
     """logit(left, right | source) per triple, float32 [P]; > 0 means LEFT is better.
 
     Each distinct text is tokenized once; rows are length-sorted and run ``max_batch_pairs`` at a
-    time. Limits default to the checkpoint's (1224 / 412 for PairRM).
+    time, and at most ``pairrm.max_batch_tokens`` padded tokens. Limits default to the
+    checkpoint's (1224 / 412 for PairRM).
     """
     if not triples:
         return np.zeros((0,), dtype=np.float32)
@@ -81,7 +84,10 @@ def pair_logits(
     out = np.zeros((len(rows),), dtype=np.float32)
     pad_id = pairrm.tokenizer.pad_token_id
     with torch.inference_mode():
-        for chunk in length_sorted_batches([len(r) for r in rows], max_batch_pairs or pairrm.max_batch_pairs):
+        batches = length_sorted_batches([len(r) for r in rows],
+                                        max_batch_pairs or pairrm.max_batch_pairs,
+                                        pairrm.max_batch_tokens)
+        for chunk in batches:
             ids, mask = pad_rows([rows[i] for i in chunk], pad_id)  # [b, L]
             logits = pairrm.model(ids.to(pairrm.device), mask.to(pairrm.device))  # [b]
             out[chunk] = logits.float().cpu().numpy()
