@@ -69,7 +69,7 @@ from ensemble.rankers.pairrm import (
 from ensemble.rankers.pairrm.attention import set_attention
 from ensemble.rankers.pairrm.checkpoint import load_tokenizer, resolve_dir
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS, length_sorted_batches, pad_rows
-from ensemble.rankers.pairrm.scoring import encode_pair_rows
+from ensemble.rankers.pairrm.scoring import DEFAULT_MAX_BATCH_TOKENS, encode_pair_rows
 
 _ROOT = Path(__file__).resolve().parents[1]
 DATA = next((p for p in (_ROOT / "shared", _ROOT.parent / "shared") if p.is_dir()),
@@ -167,12 +167,16 @@ def encoder_flops(config: DebertaV2Config, lengths: Sequence[int]) -> float:
     return total
 
 
-def pooled_lengths(pairrm: PairRM, items: Sequence[tuple[str, list[str]]], max_batch_pairs: int,
-                   source_max: int, candidate_max: int) -> list[int]:
-    """The padded width of every row the pooled schedule feeds."""
+def row_lengths(pairrm: PairRM, items: Sequence[tuple[str, list[str]]], source_max: int,
+                candidate_max: int) -> list[int]:
+    """Unpadded length of every ordered-pair row, item by item, pairs in row-major order."""
     triples = [(q, c[i], c[j]) for q, c in items
                for i in range(len(c)) for j in range(len(c)) if i != j]
-    lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
+    return [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
+
+
+def pooled_widths(pairrm: PairRM, lengths: Sequence[int], max_batch_pairs: int) -> list[int]:
+    """The padded width of every row the pooled schedule feeds."""
     batches = length_sorted_batches(lengths, max_batch_pairs, pairrm.max_batch_tokens)
     return [lengths[chunk[0]] for chunk in batches for _ in chunk]
 
@@ -206,23 +210,15 @@ def original_schedule(
     return out
 
 
-def padded_tokens(
-    pairrm: PairRM, items: Sequence[tuple[str, list[str]]], original_batch: int,
-    max_batch_pairs: int, source_max: int, candidate_max: int,
-) -> dict[str, int]:
-    """Real tokens and padded tokens each schedule feeds the encoder (no forward pass)."""
-    triples = [(q, c[i], c[j]) for q, c in items
-               for i in range(len(c)) for j in range(len(c)) if i != j]
-    lengths = [len(r) for r in encode_pair_rows(pairrm, triples, source_max, candidate_max)]
-    pooled = sum(len(chunk) * lengths[chunk[0]]
-                 for chunk in length_sorted_batches(lengths, max_batch_pairs,
-                                                    pairrm.max_batch_tokens))
-    n, original, per_item = len(items[0][1]), 0, len(lengths) // len(items)
-    for start in range(0, len(items), original_batch):
-        stop = min(start + original_batch, len(items))
+def padded_tokens(lengths: Sequence[int], pooled: Sequence[int], n: int, n_items: int,
+                  original_batch: int) -> dict[str, int]:
+    """Real tokens, and padded tokens fed by the original schedule and by the pool."""
+    original, per_item = 0, len(lengths) // n_items
+    for start in range(0, n_items, original_batch):
+        stop = min(start + original_batch, n_items)
         for pair in range(n * (n - 1)):  # one pass per ordered pair over the prompt batch
             original += (stop - start) * max(lengths[b * per_item + pair] for b in range(start, stop))
-    return {"real": sum(lengths), "original": original, "pooled": pooled}
+    return {"real": sum(lengths), "original": original, "pooled": sum(pooled)}
 
 
 def _reset_peak_rss() -> None:
@@ -272,7 +268,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--original-batch", type=int, default=8)
     parser.add_argument("--max-batch-pairs", type=int, default=32)
-    parser.add_argument("--max-batch-tokens", type=int, default=16384,
+    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
                         help="padded tokens per pooled forward pass (0: no cap)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--source-max-length", type=int, default=1224)
@@ -325,16 +321,16 @@ def main() -> None:
         for n in args.n:
             items = [(q, a[:n]) for q, a in items_all]
             pairs = len(items) * n * (n - 1)
-            tokens = padded_tokens(pairrm, items, args.original_batch, args.max_batch_pairs,
-                                   *limits.values())
+            lengths = row_lengths(pairrm, items, *limits.values())
+            widths = pooled_widths(pairrm, lengths, args.max_batch_pairs)
+            tokens = padded_tokens(lengths, widths, n, len(items), args.original_batch)
             print(f"  n={n}: tokens real {tokens['real']}, padded original {tokens['original']} "
                   f"({tokens['real'] / tokens['original']:.0%} real), padded pooled "
                   f"{tokens['pooled']} ({tokens['real'] / tokens['pooled']:.0%} real)")
             records.append({"dtype": dtype_name, "n": n, "tokens": tokens})
             if args.count_only:
                 continue
-            flops = encoder_flops(pairrm.model.config, pooled_lengths(
-                pairrm, items, args.max_batch_pairs, *limits.values()))
+            flops = encoder_flops(pairrm.model.config, widths)
             runs = {"original": functools.partial(
                 original_schedule, pairrm, items, args.original_batch, *limits.values())}
             for label, variant in variants.items():

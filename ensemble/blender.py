@@ -249,9 +249,9 @@ class Blender(FusionMixin):
         location = _original_download_dir(str(ranker_path), cache_dir)
         directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
         if _is_pairrm_dir(directory):
-            self.ranker = load_pairrm(
-                str(directory), device=device, dtype=dtype, cache_dir=cache_dir,
-                attention=kwargs.get("attention", "sdpa"), compile=bool(kwargs.get("compile")))
+            speed = {key: kwargs[key] for key in ("attention", "compile") if key in kwargs}
+            self.ranker = load_pairrm(str(directory), device=device, dtype=dtype,
+                                      cache_dir=cache_dir, **speed)
             if kwargs.get("source_maxlength"):
                 self.ranker.source_max_length = int(kwargs["source_maxlength"])
             if kwargs.get("candidate_maxlength"):

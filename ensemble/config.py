@@ -85,7 +85,8 @@ class PairRMRankerConfig(_Strict):
     candidate_max_length: int = Field(412, ge=8)
     comparison: Literal["full", "bubble"] = "full"
     max_batch_pairs: int = Field(64, ge=1)
-    # Padded tokens per forward pass (rows x longest row); None: rows alone decide.
+    # Padded tokens per forward pass (rows x longest row); None: rows alone decide. Same default
+    # as pairrm.scoring.DEFAULT_MAX_BATCH_TOKENS (not imported: config stays torch-free).
     max_batch_tokens: int | None = Field(16384, ge=64)
     batch_wait_ms: float = Field(5.0, ge=0)
     threads: int = Field(1, ge=1)

@@ -17,6 +17,7 @@ from ensemble.config import parse_config
 from ensemble.errors import ConfigError
 from ensemble.rankers.pairrm import load_pairrm, pair_logits
 from ensemble.rankers.pairrm.attention import SdpaDisentangledSelfAttention, set_attention
+from ensemble.rankers.pairrm.scoring import DEFAULT_MAX_BATCH_TOKENS
 
 SRC = "Which is the better haiku about autumn leaves?"
 CANDIDATES = [
@@ -102,6 +103,7 @@ def test_blender_and_config_take_the_attention_option(tiny_pairrm_hf_dir: Path):
     service = parse_config({**base, "rank_service": ranker}).rank_service
     assert service is not None and service.type == "pairrm"
     assert service.attention == "sdpa" and service.compile is False
+    assert service.max_batch_tokens == DEFAULT_MAX_BATCH_TOKENS  # config and library agree
     with pytest.raises(ConfigError, match="attention"):
         parse_config({**base, "rank_service": {**ranker, "attention": "flash"}})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -71,11 +72,8 @@ def test_batched_equals_one_at_a_time(tiny_pairrm: PairRM):
     np.testing.assert_allclose(batched, single, atol=1e-5, rtol=0)
     assert batched.dtype == np.float32
     # a tight token budget splits the pool differently and changes nothing
-    tiny_pairrm.max_batch_tokens, budget = 64, tiny_pairrm.max_batch_tokens
-    try:
-        np.testing.assert_allclose(pair_logits(tiny_pairrm, triples), single, atol=1e-5, rtol=0)
-    finally:
-        tiny_pairrm.max_batch_tokens = budget
+    tight = dataclasses.replace(tiny_pairrm, max_batch_tokens=64)
+    np.testing.assert_allclose(pair_logits(tight, triples), single, atol=1e-5, rtol=0)
 
 
 def test_logit_is_left_minus_right_through_the_head(tiny_pairrm: PairRM):

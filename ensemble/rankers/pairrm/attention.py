@@ -70,7 +70,7 @@ class SdpaDisentangledSelfAttention(DisentangledSelfAttention):
                                        self.pos_dropout(rel_embeddings), scale)
         bias = bias.masked_fill(~key_is_real, torch.finfo(query.dtype).min)
         context = functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=bias.to(query.dtype),
+            query, key, value, attn_mask=bias,
             dropout_p=self.dropout.p if self.training else 0.0, scale=1.0 / scale,
         )  # [B, H, Lq, D]
         return context.transpose(1, 2).flatten(2), None  # [B, Lq, H·D]

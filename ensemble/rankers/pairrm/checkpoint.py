@@ -42,7 +42,7 @@ from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.attention import AttentionImpl
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS
 from ensemble.rankers.pairrm.model import PairRMModel, PrefixIds
-from ensemble.rankers.pairrm.scoring import PairRM
+from ensemble.rankers.pairrm.scoring import DEFAULT_MAX_BATCH_TOKENS, PairRM
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def load_pairrm(
     dtype: str = "auto",
     cache_dir: str | None = None,
     max_batch_pairs: int = 32,
-    max_batch_tokens: int | None = 16384,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     attention: AttentionImpl = "sdpa",
     compile: bool = False,
 ) -> PairRM:

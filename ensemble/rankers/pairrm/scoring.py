@@ -32,6 +32,8 @@ from ensemble.rankers.pairrm.inputs import (
 from ensemble.rankers.pairrm.model import PairRMModel, PrefixIds
 
 Triple = tuple[str, str, str]  # (source, left candidate, right candidate)
+# Padded tokens per forward pass: bounds the [rows, heads, width, width] attention tensors.
+DEFAULT_MAX_BATCH_TOKENS = 16384
 
 
 @dataclass
@@ -43,8 +45,7 @@ class PairRM:
     source_max_length: int = 1224
     candidate_max_length: int = 412
     max_batch_pairs: int = 32
-    # Padded tokens per forward pass: bounds the [rows, heads, width, width] attention tensors.
-    max_batch_tokens: int | None = 16384
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
     reserved: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
