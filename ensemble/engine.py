@@ -27,12 +27,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 
 from ensemble.backends.base import Backend
+from ensemble.cancellation import cancel_and_wait, closing
 from ensemble.config import (
     BlendgateConfig,
     EnsembleModelConfig,
@@ -181,7 +181,7 @@ class BlendEngine:
                 await starting
         except BaseException:
             if starting is not None:
-                await _cancel([starting])
+                await cancel_and_wait([starting])
             await _close_all([*fusers, rankers, *owned])
             raise
         return cls(ensembles=ensembles, singles=singles, service_ranker=service,
@@ -234,12 +234,12 @@ class BlendEngine:
         """
         target = self._lookup(request)
         if isinstance(target, _Ensemble):
-            async with _closing(self._stream_ensemble(target, request)) as events:
+            async with closing(self._stream_ensemble(target, request)) as events:
                 async for event in events:
                     yield event
             return
         usage = Usage()
-        async with _closing(target.stream(request.messages, request.params, request.n)) as deltas:
+        async with closing(target.stream(request.messages, request.params, request.n)) as deltas:
             async for delta in deltas:
                 usage += delta.usage or Usage()
                 yield delta
@@ -281,7 +281,7 @@ class BlendEngine:
             for _ in range(request.n)
         ])
         usage = chosen.fanout.usage
-        async with _closing(_merge(streams)) as merged:
+        async with closing(_merge(streams)) as merged:
             async for choice, delta in merged:
                 usage += delta.usage or Usage()
                 yield replace(delta, index=choice)
@@ -349,7 +349,7 @@ async def _fuse_text(
     parts: list[str] = []
     finish: str | None = "stop"
     usage = Usage()
-    async with _closing(_merge([stream])) as merged:
+    async with closing(_merge([stream])) as merged:
         async for _, delta in merged:
             parts.append(delta.text)
             finish = delta.finish_reason or finish
@@ -367,7 +367,7 @@ async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, Text
 
     async def pump(choice: int, stream: FuseStream) -> None:
         try:
-            async with _closing(stream.deltas) as deltas:
+            async with closing(stream.deltas) as deltas:
                 async for delta in deltas:
                     queue.put_nowait((choice, delta))
         except (FuserError, OverloadedError) as exc:
@@ -390,7 +390,7 @@ async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, Text
             else:
                 yield choice, delta
     finally:
-        await _cancel(tasks)
+        await cancel_and_wait(tasks)
 
 
 async def _all(coros: Sequence[Awaitable[T]]) -> list[T]:
@@ -399,24 +399,7 @@ async def _all(coros: Sequence[Awaitable[T]]) -> list[T]:
     try:
         return list(await asyncio.gather(*tasks))
     finally:
-        await _cancel(tasks)
-
-
-async def _cancel(tasks: Sequence[asyncio.Future[Any]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@asynccontextmanager
-async def _closing(iterator: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
-    """Close an async generator on exit, so an abandoned stream stops its upstream call."""
-    try:
-        yield iterator
-    finally:
-        close = getattr(iterator, "aclose", None)
-        if close is not None:
-            await close()
+        await cancel_and_wait(tasks)
 
 
 async def _start(backend: Backend) -> None:

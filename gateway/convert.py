@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ensemble.cancellation import aclose_shielded
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
 from ensemble.types import (
@@ -277,6 +278,4 @@ async def to_chunks(
             if event.finish_reason is not None:
                 yield header.delta(event.index, ChoiceDelta(), event.finish_reason)
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_shielded(events)

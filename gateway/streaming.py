@@ -23,11 +23,11 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-import anyio
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
+from ensemble.cancellation import aclose_shielded, cancel_and_wait
 from gateway.errors import to_api_error
 
 logger = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ async def _next_or_none(items: AsyncIterator[T]) -> T | None:
 
 async def _discard(first: asyncio.Future[BaseModel | None], rest: AsyncGenerator[BaseModel, None]) -> None:
     """Cancel the pending first chunk, wait until it has stopped, then close the iterator."""
-    first.cancel()
-    with anyio.CancelScope(shield=True):
-        await asyncio.wait({first})
-        await rest.aclose()
+    await cancel_and_wait([first])
+    await aclose_shielded(rest)
 
 
 async def _events(

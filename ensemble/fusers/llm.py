@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from ensemble.backends.base import Backend
+from ensemble.cancellation import aclose_shielded
 from ensemble.config import LLMFuserConfig
 from ensemble.errors import BackendError, ConfigError, FuserError
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta
@@ -83,9 +84,7 @@ class LLMFuser:
         except BackendError as exc:
             raise FuserError(f"llm fuser via {self._backend.name}: {exc}") from exc
         finally:
-            close = getattr(stream, "aclose", None)
-            if close is not None:
-                await close()
+            await aclose_shielded(stream)
 
     async def aclose(self) -> None:
         return None  # the backend belongs to the engine
