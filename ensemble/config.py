@@ -204,6 +204,16 @@ class ServerConfig(_Strict):
     max_n: int = Field(8, ge=1)
     max_candidates: int = Field(32, ge=1)
     max_tokens_limit: int | None = None
+    # max_tokens for a request that sends none (chat UIs never do): every member, the LLM
+    # fuser and pass-through calls get it, below request, member, fuser and backend params.
+    default_max_tokens: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _default_within_limit(self) -> ServerConfig:
+        limit, default = self.max_tokens_limit, self.default_max_tokens
+        if limit is not None and default is not None and default > limit:
+            raise ValueError(f"default_max_tokens={default} exceeds max_tokens_limit={limit}")
+        return self
 
 
 class BlendgateConfig(_Strict):

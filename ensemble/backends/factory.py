@@ -35,12 +35,27 @@ def build_backend(name: str, cfg: BackendConfig) -> Backend:
     return backend
 
 
+def with_default_max_tokens(cfg: BackendConfig, default: int | None) -> BackendConfig:
+    """``cfg`` whose ``params`` carry ``max_tokens=default`` unless they set a token limit.
+
+    Backend ``params`` are the lowest layer of a call's sampling params (request, then member
+    or fuser params, override them), so a default put here applies only when nobody set one.
+    """
+    if default is None or {"max_tokens", "max_completion_tokens"} & cfg.params.keys():
+        return cfg
+    return cfg.model_copy(update={"params": {"max_tokens": default, **cfg.params}})
+
+
 def build_backends(cfg: BlendgateConfig) -> dict[str, Backend]:
-    """One backend per entry of ``cfg.backends``; names the failing entry in ``ConfigError``."""
+    """One backend per entry of ``cfg.backends``; names the failing entry in ``ConfigError``.
+
+    ``server.default_max_tokens`` becomes each backend's lowest-priority ``max_tokens`` param.
+    """
     built: dict[str, Backend] = {}
     for name, backend_cfg in cfg.backends.items():
         try:
-            built[name] = build_backend(name, backend_cfg)
+            built[name] = build_backend(
+                name, with_default_max_tokens(backend_cfg, cfg.server.default_max_tokens))
         except ConfigError as exc:
             raise ConfigError(f"backend {name!r}: {exc}", key=f"backends.{name}") from exc
     return built
