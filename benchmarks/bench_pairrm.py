@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer
 
+from ensemble.checkpoints import resolve_dir
 from ensemble.rankers.pairrm import (
     PairRM,
     PairRMModel,
@@ -67,7 +68,7 @@ from ensemble.rankers.pairrm import (
     scores_from_matrix,
 )
 from ensemble.rankers.pairrm.attention import set_attention
-from ensemble.rankers.pairrm.checkpoint import load_tokenizer, resolve_dir
+from ensemble.rankers.pairrm.checkpoint import load_tokenizer
 from ensemble.rankers.pairrm.inputs import PROMPT_TOKENS, length_sorted_batches, pad_rows
 from ensemble.rankers.pairrm.scoring import DEFAULT_MAX_BATCH_TOKENS, encode_pair_rows
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ensemble.checkpoints import resolve_dir
 from ensemble.config import RewardModelRankerConfig
 from ensemble.fusers.genfuser.api import FusionMixin
 from ensemble.rankers.pairrm import (
@@ -50,7 +51,6 @@ from ensemble.rankers.pairrm import (
     ranks_from_scores,
     scores_from_matrix,
 )
-from ensemble.rankers.pairrm.checkpoint import resolve_dir
 from ensemble.rankers.pairrm.inputs import CONVERSATION_INSTRUCTION, join_source
 from ensemble.rankers.reward_model import RewardModel, encode, load_reward_model, reward_scores
 from ensemble.types import ChatMessage

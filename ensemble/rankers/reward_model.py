@@ -36,11 +36,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from ensemble.checkpoints import resolve_dir
 from ensemble.compute import BatchWorker
 from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
 from ensemble.placement import resolve_device, resolve_dtype
-from ensemble.rankers.pairrm.checkpoint import resolve_dir
 from ensemble.rankers.pairrm.inputs import chat_prompt, length_sorted_batches
 from ensemble.rankers.pairrm.scoring import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking

@@ -3,7 +3,7 @@
     tiny_fuser_dir      a random tiny T5 in gen_fuser_3b's file layout
     endless_fuser_dir   the same, with min_new_tokens=96 in generation_config.json, so a
                         decode of up to 96 tokens never stops at EOS on its own
-    tiny_tokenizer      the tokenizer loaded from tiny_fuser_dir
+    tiny_tokenizer      the tokenizer loaded from tiny_fuser_dir (its tokenizer.json verbatim)
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
+from ensemble.checkpoints import load_tokenizer_file
 from tests.genfuser.tiny_t5 import build_tiny_checkpoint
 
 
@@ -40,4 +40,4 @@ def endless_fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_fuser_dir: Path) -> Any:
-    return AutoTokenizer.from_pretrained(str(tiny_fuser_dir))
+    return load_tokenizer_file(tiny_fuser_dir)  # as load_fuser does

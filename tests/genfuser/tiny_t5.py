@@ -39,14 +39,20 @@ def train_spiece(path: Path) -> None:
 
 
 def build_tiny_checkpoint(
-    directory: Path, *, seed: int = 2, generation: dict[str, int] | None = None
+    directory: Path, *, seed: int = 2, generation: dict[str, int] | None = None,
+    prepend_scheme: str | None = None,
 ) -> Path:
     """Write the checkpoint into ``directory`` and return it. ``generation`` adds keys to
-    generation_config.json (e.g. ``min_new_tokens`` to forbid an early EOS)."""
+    generation_config.json (e.g. ``min_new_tokens`` to forbid an early EOS).
+    ``prepend_scheme`` ("never", "first") rewrites tokenizer.json's pre-tokenizer and decoder
+    to one ``Metaspace`` with that scheme: a file that deviates from T5's class defaults
+    ("always", after a whitespace split)."""
     directory.mkdir(parents=True, exist_ok=True)
     train_spiece(directory / "spiece.model")
     tokenizer = T5Tokenizer.from_pretrained(str(directory), extra_ids=EXTRA_IDS)
     tokenizer.save_pretrained(str(directory))
+    if prepend_scheme is not None:
+        set_metaspace(directory / "tokenizer.json", prepend_scheme)
     special = {
         "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>",
         "additional_special_tokens": [f"<extra_id_{i}>" for i in range(EXTRA_IDS)],
@@ -72,3 +78,13 @@ def build_tiny_checkpoint(
     )
     model.save_pretrained(str(directory))
     return directory
+
+
+def set_metaspace(path: Path, prepend_scheme: str) -> None:
+    """Make ``path``'s pre-tokenizer and decoder a single Metaspace with ``prepend_scheme``."""
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    metaspace = {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": prepend_scheme,
+                 "split": True}
+    spec["pre_tokenizer"] = dict(metaspace)
+    spec["decoder"] = dict(metaspace)
+    path.write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")

@@ -1,12 +1,14 @@
 """Load the GenFuser checkpoint (a T5 seq2seq model and its tokenizer).
 
-Where the checkpoint is looked up, first match wins:
+Where the checkpoint is looked up: :func:`ensemble.checkpoints.resolve_dir` (a directory, the
+original project's ``<cache_dir>/<checkpoint>`` layout, the Hugging Face cache without network,
+else a hub download, which fails cleanly when the hub is unreachable).
 
-1. ``checkpoint`` is an existing directory: loaded from there.
-2. ``<cache_dir>/<checkpoint>`` is a directory (the original project's plain layout).
-3. The Hugging Face cache layout (``<cache_dir or HF default>/models--org--name/snapshots/…``),
-   read without touching the network.
-4. A hub download into ``cache_dir`` (fails cleanly when the hub is unreachable).
+The tokenizer is the checkpoint's ``tokenizer.json`` loaded verbatim, with its special tokens
+(:func:`ensemble.checkpoints.load_tokenizer_file`, shared with PairRM): ``AutoTokenizer`` in
+transformers 5 rebuilds a T5 tokenizer's pipeline from class defaults and would tokenise
+differently from the original whenever the file deviates from them. A checkpoint with only
+``spiece.model`` is converted by ``AutoTokenizer``.
 
 dtype ``"auto"`` means bfloat16 on CUDA (the checkpoint's own dtype) and float32 on CPU; the
 original loads bfloat16 everywhere, which is slow and lossy on most CPUs.
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+from ensemble.checkpoints import has_tokenizer_file, load_tokenizer_file, resolve_dir
 from ensemble.errors import ConfigError
 from ensemble.placement import resolve_device, resolve_dtype
 
@@ -43,18 +46,6 @@ class LoadedFuser:
         return int(self.tokenizer.eos_token_id)
 
 
-def _sources(checkpoint: str, cache_dir: str | None) -> list[tuple[str, dict[str, Any]]]:
-    """Candidate ``(path_or_id, from_pretrained kwargs)`` in lookup order."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    if Path(checkpoint).expanduser().is_dir():
-        return [(str(Path(checkpoint).expanduser()), {})]
-    if cache_dir is not None and (Path(cache_dir).expanduser() / checkpoint).is_dir():
-        found.append((str(Path(cache_dir).expanduser() / checkpoint), {}))
-    found.append((checkpoint, {"cache_dir": cache_dir, "local_files_only": True}))
-    found.append((checkpoint, {"cache_dir": cache_dir}))
-    return found
-
-
 def load_fuser(
     checkpoint: str,
     *,
@@ -65,17 +56,19 @@ def load_fuser(
     """Load tokenizer and model (blocking: call it on the model's own thread)."""
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    errors: list[str] = []
-    for source, kwargs in _sources(checkpoint, cache_dir):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            model = AutoModelForSeq2SeqLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
-        except (OSError, ValueError) as exc:
-            errors.append(f"{source} {kwargs or ''}: {exc}".strip())
-            continue
-        model = model.to(target).eval()
-        return LoadedFuser(model=model, tokenizer=tokenizer, device=target, dtype=torch_dtype)
-    raise ConfigError(
-        f"cannot load GenFuser checkpoint {checkpoint!r}: " + " | ".join(errors),
-        key="fuser.checkpoint",
-    )
+    try:
+        directory = resolve_dir(checkpoint, cache_dir, key="fuser.checkpoint")
+        tokenizer = _tokenizer(directory)
+        model = AutoModelForSeq2SeqLM.from_pretrained(str(directory), dtype=torch_dtype)
+    except (ConfigError, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load GenFuser checkpoint {checkpoint!r}: {exc}",
+                          key="fuser.checkpoint") from exc
+    model = model.to(target).eval()
+    return LoadedFuser(model=model, tokenizer=tokenizer, device=target, dtype=torch_dtype)
+
+
+def _tokenizer(directory: Path) -> Any:
+    """``tokenizer.json`` verbatim (the ids the original got); ``spiece.model`` only without one."""
+    if has_tokenizer_file(directory):
+        return load_tokenizer_file(directory)
+    return AutoTokenizer.from_pretrained(str(directory))

@@ -1,8 +1,8 @@
 """Load a PairRM checkpoint in either public layout (spec section 2) into a :class:`PairRM`.
 
-Where the files come from (:func:`resolve_dir`): a local directory; else the Hugging Face cache
-(``cache_dir`` or the default hub cache, layout ``models--org--name/snapshots/<rev>/``) without
-network; else a snapshot download. Offline hosts get a :class:`ConfigError` that names the repo.
+Where the files come from: :func:`ensemble.checkpoints.resolve_dir` (a local directory, the
+Hugging Face cache without network, else a snapshot download; offline hosts get a
+:class:`ConfigError` that names the repo).
 
 Layouts (:func:`read_layout`):
 
@@ -15,8 +15,8 @@ Layouts (:func:`read_layout`):
   backbone is ``microsoft/deberta-v3-large`` and cannot be found, its published values (spec 2.2)
   are used, so an offline host needs only the PairRM snapshot.
 
-The tokenizer is always the checkpoint's own: ``tokenizer.json`` loaded verbatim (normalizer,
-pre-tokenizer, post-processor and added tokens exactly as saved), else ``spm.model`` converted. The four
+The tokenizer is always the checkpoint's own: ``tokenizer.json`` loaded verbatim
+(:func:`ensemble.checkpoints.load_tokenizer_file`), else ``spm.model`` converted. The four
 prompt-token ids must be the four ids right after ``[MASK]`` in the order source, candidate1,
 candidate2, candidate (what LLM-Blender's collator produces: 128001..128004 for the real
 DeBERTa-v3 vocabulary whose ``[MASK]`` is 128000), and must agree with ``added_tokens.json`` and
@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenizerBase
-from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
+from ensemble.checkpoints import has_tokenizer_file, load_tokenizer_file, resolve_dir
 from ensemble.errors import ConfigError
 from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.attention import AttentionImpl
@@ -76,28 +76,6 @@ class Layout:
 
 
 # ----------------------------------------------------------------------------- locating files
-
-
-def resolve_dir(checkpoint: str, cache_dir: str | None = None) -> Path:
-    """Local dir, else HF cache (offline), else snapshot download; ``ConfigError`` if none works."""
-    local = Path(checkpoint).expanduser()
-    if local.is_dir():
-        return local
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(checkpoint, cache_dir=cache_dir, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - not cached (or not a repo id): try the network next
-        logger.debug("%s not in the Hugging Face cache (%s); downloading", checkpoint, exc)
-    try:
-        return Path(snapshot_download(checkpoint, cache_dir=cache_dir))
-    except Exception as exc:
-        raise ConfigError(
-            f"cannot find {checkpoint!r}: not a local directory, not in the Hugging Face cache "
-            f"({cache_dir or 'default cache'}), and the hub download failed "
-            f"({type(exc).__name__}: {exc})",
-            key="checkpoint",
-        ) from exc
 
 
 def _backbone_config_file(name: str, cache_dir: str | None) -> Path:
@@ -168,13 +146,12 @@ def read_layout(directory: Path) -> Layout:
 
 def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]:
     """The checkpoint's own tokenizer and its verified prompt-token ids."""
-    if not ((directory / "tokenizer.json").is_file() or (directory / "spm.model").is_file()):
+    if not (has_tokenizer_file(directory) or (directory / "spm.model").is_file()):
         raise ConfigError(f"{directory}: no tokenizer.json or spm.model", key="checkpoint")
-    if (directory / "tokenizer.json").is_file():
-        # Verbatim: transformers 5's DebertaV2Tokenizer would rebuild the normalizer and
-        # pre-tokenizer from its own defaults instead of the file's (written by the
-        # transformers that LLM-Blender ran), and the ids must be the original's.
-        tokenizer: PreTrainedTokenizerBase = TokenizersBackend.from_pretrained(str(directory))
+    if has_tokenizer_file(directory):
+        # Verbatim (ensemble.checkpoints): DebertaV2Tokenizer would rebuild the pipeline from
+        # its class defaults, and the ids must be the original's.
+        tokenizer: PreTrainedTokenizerBase = load_tokenizer_file(directory)
     else:
         tokenizer = DebertaV2Tokenizer.from_pretrained(str(directory))  # converts spm.model
     mask_id = tokenizer.mask_token_id

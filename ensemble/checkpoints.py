@@ -1,0 +1,83 @@
+"""Find a checkpoint's files and load its tokenizer exactly as saved (PairRM, GenFuser, RMs).
+
+Where a checkpoint (hub id or directory) is looked up, first match wins:
+
+1. ``checkpoint`` is an existing directory;
+2. ``<cache_dir>/<checkpoint>`` is a directory (LLM-Blender's plain download layout);
+3. the Hugging Face cache (``cache_dir`` or the default hub cache, layout
+   ``models--org--name/snapshots/<rev>/``), read without network;
+4. a snapshot download (:func:`resolve_dir` only; :func:`find_local_dir` stops at 3).
+
+:func:`load_tokenizer_file` loads ``tokenizer.json`` verbatim. transformers 5's model-specific
+tokenizer classes (``T5Tokenizer``, ``DebertaV2Tokenizer``...) rebuild the normalizer,
+pre-tokenizer and decoder from their class defaults and ignore the file's, so a checkpoint whose
+pipeline differs from those defaults (e.g. ``Metaspace`` with ``prepend_scheme: never``) would get
+different ids from the first token. The generic ``TokenizersBackend`` keeps the file's pipeline,
+its added tokens, and the special tokens named in ``tokenizer_config.json`` /
+``special_tokens_map.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ensemble.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def find_local_dir(checkpoint: str, cache_dir: str | None = None) -> Path | None:
+    """The checkpoint's directory when it is on this host (steps 1-3 above), else None."""
+    local = Path(checkpoint).expanduser()
+    if local.is_dir():
+        return local
+    if cache_dir is not None and (Path(cache_dir).expanduser() / checkpoint).is_dir():
+        return Path(cache_dir).expanduser() / checkpoint
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(checkpoint, cache_dir=cache_dir, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - not cached, or not a repo id at all
+        logger.debug("%s not in the Hugging Face cache (%s)", checkpoint, exc)
+        return None
+
+
+def resolve_dir(checkpoint: str, cache_dir: str | None = None, *, key: str = "checkpoint") -> Path:
+    """The checkpoint's local directory, downloading a snapshot when it is not on this host.
+
+    ``ConfigError`` (naming ``key``) when it is neither local, cached nor downloadable.
+    """
+    found = find_local_dir(checkpoint, cache_dir)
+    if found is not None:
+        return found
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(checkpoint, cache_dir=cache_dir))
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot find {checkpoint!r}: not a local directory, not in the Hugging Face cache "
+            f"({cache_dir or 'default cache'}), and the hub download failed "
+            f"({type(exc).__name__}: {exc})",
+            key=key,
+        ) from exc
+
+
+def has_tokenizer_file(directory: Path) -> bool:
+    return (directory / TOKENIZER_FILE).is_file()
+
+
+def load_tokenizer_file(directory: Path) -> PreTrainedTokenizerBase:
+    """The checkpoint's ``tokenizer.json`` verbatim, with its special tokens (see module doc)."""
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend  # torch-free config
+
+    if not has_tokenizer_file(directory):
+        raise ConfigError(f"{directory}: no {TOKENIZER_FILE}", key="checkpoint")
+    return TokenizersBackend.from_pretrained(str(directory))
