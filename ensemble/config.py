@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from ensemble.errors import ConfigError
 
@@ -40,15 +48,43 @@ class OpenAIBackendConfig(_Strict):
     expose: bool = True  # also serve this backend alone as a pass-through model
 
 
+class ChunkedModelConfig(_Strict):
+    """A GGUF file shipped as raw byte chunks across several installed Python packages.
+
+    The chunks are concatenated in the order listed, checked against ``sha256`` and kept as
+    ``filename`` in the model cache (see ``ensemble.backends.model_path``).
+    """
+
+    chunks: list[str] = Field(min_length=1)  # importable package names, first chunk first
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # of the whole assembled file
+    filename: str = Field("model.gguf", pattern=r"^[A-Za-z0-9._-]+\.gguf$")
+
+
+def _model_kind(value: Any) -> str:
+    return "path" if isinstance(value, str) else "chunks"
+
+
+# A string (path, package:NAME, package:PRESET) or a chunk mapping; the discriminator makes a
+# bad mapping report its own field (model.chunks.sha256), not "should be a valid string".
+ModelReference = Annotated[
+    Annotated[str, Tag("path")] | Annotated[ChunkedModelConfig, Tag("chunks")],
+    Discriminator(_model_kind),
+]
+
+
 class LocalBackendConfig(_Strict):
     """An in-process model. ``llamacpp`` runs a GGUF file; ``transformers`` an HF model (GPU path)."""
 
     kind: Literal["local"] = "local"
     runtime: Literal["llamacpp", "transformers"] = "llamacpp"
-    # llamacpp: a .gguf path, or "package:NAME" for the GGUF shipped inside an installed package.
-    # transformers: hub id or local directory (gguf_file selects a GGUF inside it).
-    model: str
+    # llamacpp: a .gguf path, "package:NAME" for the GGUF shipped inside an installed package,
+    # "package:PRESET" for a known chunked model (model_path.CHUNKED_MODELS), or a
+    # {chunks, sha256, filename} mapping. transformers: hub id or local directory (gguf_file
+    # selects a GGUF inside it).
+    model: ModelReference
     gguf_file: str | None = None
+    # transformers: the HF cache. llamacpp: where chunked models are assembled (default
+    # $BLENDGATE_CACHE_DIR, else ~/.cache/blendgate).
     cache_dir: str | None = None
     device: Device = "auto"
     dtype: DType = "auto"

@@ -72,7 +72,7 @@ class LlamaCppBackend:
             raise ValueError(f"LlamaCppBackend needs runtime 'llamacpp', not {cfg.runtime!r}")
         self.name = name
         self._cfg = cfg
-        self.model_path: Path = resolve_gguf(cfg.model, cfg.gguf_file)
+        self.model_path: Path = resolve_gguf(cfg.model, cfg.gguf_file, cache_dir=cfg.cache_dir)
         # One thread per in-flight request (each blocks while llama.cpp decodes it), plus one.
         self._executor = ThreadPoolExecutor(
             cfg.parallel + 1, thread_name_prefix=f"blendgate-llamacpp-{name}")

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ensemble.backends.model_path import PACKAGE_PREFIX, package_dir, resolve_gguf
+from ensemble.backends.model_path import PACKAGE_PREFIX, chunked_model, package_dir, resolve_gguf
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
@@ -302,6 +302,10 @@ class _IncrementalDecoder:
 
 def _model_source(cfg: LocalBackendConfig) -> tuple[str, str | None]:
     """(from_pretrained source, gguf_file) for ``cfg.model``; package GGUFs are found here."""
+    if chunked_model(cfg.model) is not None:  # assembled into the blendgate cache, not HF's
+        path = resolve_gguf(cfg.model)
+        return str(path.parent), path.name
+    assert isinstance(cfg.model, str)
     if cfg.model.startswith(PACKAGE_PREFIX):
         directory = package_dir(cfg.model)
         if cfg.gguf_file is not None or any(directory.glob("*.gguf")):
