@@ -13,7 +13,7 @@ Every foreign failure is translated in ONE place, ``map_upstream_errors`` (after
     httpx.TimeoutException            -> BackendTimeout
     httpx.ConnectError                -> BackendConnectError
     other httpx transport errors      -> BackendProtocolError (e.g. a connection dropped mid-body)
-    HTTP status >= 400                -> BackendStatusError(status, upstream's error message)
+    HTTP status >= 400                -> BackendStatusError(status, detail=upstream's message)
     invalid JSON / wrong shape / stream ended before [DONE] -> BackendProtocolError
 
 Cancelling a call (client disconnect) closes the upstream connection: the response is
@@ -166,7 +166,7 @@ class OpenAICompatBackend:
             data = None
         message = error_message(data, text.strip()[:300] or "(empty body)")
         return BackendStatusError(f"upstream HTTP {status}: {message}", backend=self.name,
-                                  status=status)
+                                  status=status, detail=message)
 
 
 def _auth_headers(api_key_env: str | None) -> dict[str, str]:
