@@ -151,8 +151,33 @@ class NoRankerConfig(_Strict):
     type: Literal["none"] = "none"
 
 
+class _RemoteServiceConfig(_Strict):
+    """Another blendgate serving a model over HTTP (``blendgate serve --config
+    configs/ranker-only.yaml``): its base URL, key and the client's timeouts."""
+
+    url: str  # the serving blendgate's base URL, e.g. http://ranker:8000 (no /v1)
+    api_key_env: str | None = None  # name of the env var holding that server's API key
+    timeout_s: float = Field(30.0, gt=0)  # ranking: whole call; fusing: wait between events
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # Connection failures (refused, connect timeout) are retried this many times at once by
+    # httpx's transport; nothing else is retried (a request may already have run).
+    connect_retries: int = Field(2, ge=0, le=10)
+    max_connections: int = Field(64, ge=1)
+
+
+class RemoteRankerConfig(_RemoteServiceConfig):
+    """The ``POST /v1/rank`` of another blendgate (its ``rank_service``)."""
+
+    type: Literal["remote"] = "remote"
+    # When the remote ranker fails (down, timeout, error): "fail" raises RankerError (HTTP 500
+    # for the chat request), as an in-process ranker does; "keep_order" answers anyway, with
+    # every candidate tied (score 0, rank 1), so the members' order decides.
+    on_error: Literal["fail", "keep_order"] = "keep_order"
+
+
 RankerConfig = Annotated[
-    ConsensusRankerConfig | PairRMRankerConfig | RewardModelRankerConfig | NoRankerConfig,
+    ConsensusRankerConfig | PairRMRankerConfig | RewardModelRankerConfig | NoRankerConfig
+    | RemoteRankerConfig,
     Field(discriminator="type"),
 ]
 
@@ -195,8 +220,19 @@ class SelectFuserConfig(_Strict):
     type: Literal["none"] = "none"
 
 
+class RemoteFuserConfig(_RemoteServiceConfig):
+    """The streamed ``POST /v1/fuse`` of another blendgate (its ``fuse_service``)."""
+
+    type: Literal["remote"] = "remote"
+    # When the remote fuser cannot start (down, timeout, HTTP error): "fail" raises FuserError,
+    # as an in-process fuser does; "top_candidate" answers with the best candidate (fuser
+    # "none" in the report). A failure after text has streamed is always an error.
+    on_error: Literal["fail", "top_candidate"] = "fail"
+
+
 FuserConfig = Annotated[
-    LLMFuserConfig | GenFuserConfig | SelectFuserConfig, Field(discriminator="type")
+    LLMFuserConfig | GenFuserConfig | SelectFuserConfig | RemoteFuserConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -259,6 +295,9 @@ class BlendgateConfig(_Strict):
     # Ranker behind POST /v1/rank and /v1/compare (PairRM as a service). None: the first
     # ensemble's ranker.
     rank_service: RankerConfig | None = None
+    # Fuser behind POST /v1/fuse (a fuser as a service, for remote fusers). None: the first
+    # ensemble's fuser.
+    fuse_service: FuserConfig | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> BlendgateConfig:
@@ -288,6 +327,10 @@ class BlendgateConfig(_Strict):
                         f"models[{index}] ({model.id}).min_candidates={model.min_candidates} "
                         f"exceeds the {total} samples its members produce"
                     )
+        fallback = _llm_fuser(self.fuse_service)
+        if fallback is not None and fallback.backend not in self.backends:
+            raise ValueError(f"fuse_service: unknown backend {fallback.backend!r}; "
+                             f"defined backends: {sorted(self.backends)}")
         return self
 
     def served_model_ids(self) -> list[str]:
@@ -295,6 +338,13 @@ class BlendgateConfig(_Strict):
         listed = [m.id for m in self.models]
         exposed = [n for n, b in self.backends.items() if b.expose and n not in listed]
         return listed + exposed
+
+
+def _llm_fuser(fuser: FuserConfig | None) -> LLMFuserConfig | None:
+    """The LLM fuser a fuser config runs through (itself, or a GenFuser's fallback), if any."""
+    if isinstance(fuser, LLMFuserConfig):
+        return fuser
+    return fuser.fallback if isinstance(fuser, GenFuserConfig) else None
 
 
 def parse_config(data: Any, *, source: str | Path = "<config>") -> BlendgateConfig:

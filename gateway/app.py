@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ensemble.config import BlendgateConfig
 from ensemble.engine import BlendEngine
 from ensemble.errors import BlendError
-from gateway import ranking, routes
+from gateway import fusing, ranking, routes
 from gateway.auth import APIKeys
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
@@ -62,6 +62,7 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
     app.include_router(routes.public)
     app.include_router(routes.api)
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
+    app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
