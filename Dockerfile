@@ -48,7 +48,7 @@ RUN pip install --no-deps . \
  && chown -R blendgate:blendgate /home/blendgate/.cache
 
 # The default config serves the offline SmolLM2 blend; mount your own over it.
-COPY configs/default.yaml /etc/blendgate/config.yaml
+COPY gateway/configs/default.yaml /etc/blendgate/config.yaml
 
 USER 10001:10001
 ENV HOME=/home/blendgate \

@@ -1,4 +1,4 @@
-# Newcomer entry points:  make serve   (set up, then serve configs/default.yaml offline)
+# Newcomer entry points:  make serve   (set up, then serve the offline default config)
 #                         make test    (set up, then run the test suite)
 #
 # Setup installs, into .venv:
@@ -16,7 +16,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
-CONFIG ?= configs/default.yaml
+CONFIG ?=#             empty: the default config shipped in the package (gateway/configs/default.yaml)
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(VENV)/bin/pip
@@ -45,7 +45,7 @@ serve-judge: setup-judge
 	$(VENV)/bin/blendgate serve --config configs/offline-judge.yaml --host $(HOST) --port $(PORT)
 
 serve: setup
-	$(VENV)/bin/blendgate serve --config $(CONFIG) --host $(HOST) --port $(PORT)
+	$(VENV)/bin/blendgate serve $(if $(CONFIG),--config $(CONFIG)) --host $(HOST) --port $(PORT)
 
 test: setup
 	$(VENV)/bin/python -m pytest -q

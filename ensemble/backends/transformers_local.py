@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ensemble.backends.model_path import PACKAGE_PREFIX, chunked_model, package_dir, resolve_gguf
+from ensemble.backends.model_path import model_source
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
@@ -65,7 +65,7 @@ class TransformersBackend:
             raise ValueError(f"TransformersBackend needs runtime 'transformers', not {cfg.runtime!r}")
         self.name = name
         self._cfg = cfg
-        self._source, self._gguf_file = _model_source(cfg)
+        self._source, self._gguf_file = model_source(cfg.model, cfg.gguf_file)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"blendgate-hf-{name}")
         self._loaded: _Loaded | None = None
         self._load_lock = asyncio.Lock()
@@ -298,17 +298,3 @@ class _IncrementalDecoder:
 
     def _decode(self) -> str:
         return str(self._tokenizer.decode(self._ids, skip_special_tokens=True))
-
-
-def _model_source(cfg: LocalBackendConfig) -> tuple[str, str | None]:
-    """(from_pretrained source, gguf_file) for ``cfg.model``; package GGUFs are found here."""
-    if chunked_model(cfg.model) is not None:  # assembled into the blendgate cache, not HF's
-        path = resolve_gguf(cfg.model)
-        return str(path.parent), path.name
-    assert isinstance(cfg.model, str)
-    if cfg.model.startswith(PACKAGE_PREFIX):
-        directory = package_dir(cfg.model)
-        if cfg.gguf_file is not None or any(directory.glob("*.gguf")):
-            return str(directory), resolve_gguf(cfg.model, cfg.gguf_file).name
-        return str(directory), None
-    return cfg.model, cfg.gguf_file

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from ensemble.backends.model_path import PACKAGE_PREFIX, package_dir
+from ensemble.backends.model_path import package_model_dir
 from ensemble.compute import BatchWorker
 from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
@@ -80,16 +80,6 @@ class ConsensusRanker:
         await self._worker.aclose()
 
 
-def resolve_model_dir(spec: str) -> str:
-    """``package:NAME`` -> the model directory shipped inside that installed package (its
-    ``model/`` folder when it has one); anything else is returned as is (path or hub id)."""
-    if not spec.startswith(PACKAGE_PREFIX):
-        return spec
-    root = package_dir(spec)
-    nested = root / "model"
-    return str(nested if (nested / "config.json").is_file() else root)
-
-
 class _Embedder:
     """MiniLM on one device; every method runs on the worker's thread."""
 
@@ -102,7 +92,7 @@ class _Embedder:
 
     def load(self) -> None:
         torch.set_num_threads(self._cfg.threads)
-        path = resolve_model_dir(self._cfg.model)
+        path = package_model_dir(self._cfg.model)
         device = resolve_device(self._cfg.device)
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)

@@ -31,6 +31,7 @@ from ensemble.types import (
     TextDelta,
     Usage,
 )
+from gateway.settings import default_config_path
 from tests.ensemble.scripted import ScriptedBackend
 from tests.fixtures.fake_upstreams import FakeUpstreams
 
@@ -334,7 +335,7 @@ async def test_engine_owns_and_closes_the_backends_it_builds() -> None:
 @pytest.mark.slow
 async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureFixture[str]
                                                          ) -> None:
-    cfg = load_config("configs/default.yaml")
+    cfg = load_config(default_config_path())
     question = [ChatMessage("user", "What is the capital of France? Answer in one sentence.")]
     started = time.perf_counter()
     async with await BlendEngine.from_config(cfg) as engine:

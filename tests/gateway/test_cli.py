@@ -38,17 +38,21 @@ def test_check_config_lists_served_models(tmp_path: Path, capsys: pytest.Capture
     assert "other" not in out.replace("other x1", "")
 
 
-def test_repo_default_config_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(REPO / "configs" / "default.yaml")]) == 0
+def test_packaged_default_config_is_valid_and_resolves(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BLENDGATE_CONFIG", raising=False)
+    assert main(["check-config"]) == 0  # no file: the default serve uses, resolved as serve does
     assert "blend  (ensemble: smollm2 x4" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        (GOOD.replace("samples: 2", "samples: 0"), ["models.0.ensemble.members.0.samples",
+        (GOOD.replace("samples: 2", "samples: 0"), ["models.0.members.0.samples",
                                                     "greater than or equal to 1"]),
-        (GOOD.replace("model: m}", "model: m, colour: red}"), ["backends.local", "colour"]),
+        (GOOD.replace("model: m}", "model: m, colour: red}"),
+         ["backends.local.colour: unknown key 'colour'"]),
         (GOOD.replace("backend: other}", "backend: ghost}"), ["unknown backend 'ghost'"]),
         ("backends: [\n", ["invalid YAML"]),
     ],
@@ -76,11 +80,10 @@ def test_console_script_serve_with_missing_config(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_default_config_prefers_the_working_directory(tmp_path: Path) -> None:
-    assert default_config_path(tmp_path) == REPO / "configs" / "default.yaml"
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "default.yaml").write_text(GOOD)
-    assert default_config_path(tmp_path) == tmp_path / "configs" / "default.yaml"
+def test_default_config_ships_inside_the_package() -> None:
+    path = default_config_path()
+    assert path == REPO / "gateway" / "configs" / "default.yaml" and path.is_file()
+    assert not (REPO / "configs" / "default.yaml").exists()  # one copy of the file
 
 
 def test_settings_from_env_are_cli_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """The gateway serving real models, through the official openai client over real HTTP.
 
-(a) ``inprocess``: configs/default.yaml's ensemble (SmolLM2 in-process via llama.cpp, MiniLM
+(a) ``inprocess``: the packaged default config's ensemble (SmolLM2 in-process via llama.cpp, MiniLM
     consensus ranking, LLM fusion on SmolLM2), with 3 samples instead of 4;
 (b) ``llama_server``: the llama.cpp server process from ``tests/fixtures`` running SmolLM2 as
     an ``openai`` backend, blended by an LLM fuser on the same server.
@@ -20,6 +20,7 @@ import yaml
 
 from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.settings import default_config_path
 from tests.gateway.conftest import running_server
 
 pytestmark = pytest.mark.slow
@@ -31,7 +32,7 @@ MAX_TOKENS = 24
 
 
 def inprocess_config() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load(default_config_path().read_text())
     data["backends"]["smollm2"]["context_length"] = 4096
     blend = data["models"][0]
     blend["members"][0]["samples"] = 3

