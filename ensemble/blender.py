@@ -365,12 +365,11 @@ class Blender(FusionMixin):
             return pair_logits(pairrm, forward, max_batch_pairs=batch_size, **limits)
         if mode == "[B,A]":
             return pair_logits(pairrm, backward, max_batch_pairs=batch_size, **limits)
-        # Two calls with the same row lengths batch identically, so each difference is exactly
-        # antisymmetric under swapping A and B and exactly 0 when A == B (one pooled call is not:
-        # a row's result can depend on its position in the batch by ~1e-7).
-        left_first = pair_logits(pairrm, forward, max_batch_pairs=batch_size, **limits)
-        right_first = pair_logits(pairrm, backward, max_batch_pairs=batch_size, **limits)
-        return (left_first - right_first).astype(np.float32)
+        # One call over both orders: its forward passes depend only on the set of rows, which
+        # swapping A and B leaves unchanged, and identical rows run once, so each difference is
+        # exactly antisymmetric under the swap and exactly 0 when A and B read the same.
+        both = pair_logits(pairrm, forward + backward, max_batch_pairs=batch_size, **limits)
+        return (both[: len(forward)] - both[len(forward) :]).astype(np.float32)
 
     def rank_with_ref(
         self,

@@ -153,8 +153,33 @@ class NoRankerConfig(_Strict):
     type: Literal["none"] = "none"
 
 
+class _RemoteServiceConfig(_Strict):
+    """Another blendgate serving a model over HTTP (``blendgate serve --config
+    configs/ranker-only.yaml``): its base URL, key and the client's timeouts."""
+
+    url: str  # the serving blendgate's base URL, e.g. http://ranker:8000 (no /v1)
+    api_key_env: str | None = None  # name of the env var holding that server's API key
+    timeout_s: float = Field(30.0, gt=0)  # ranking: whole call; fusing: wait between events
+    connect_timeout_s: float = Field(5.0, gt=0)
+    # Connection failures (refused, connect timeout) are retried this many times at once by
+    # httpx's transport; nothing else is retried (a request may already have run).
+    connect_retries: int = Field(2, ge=0, le=10)
+    max_connections: int = Field(64, ge=1)
+
+
+class RemoteRankerConfig(_RemoteServiceConfig):
+    """The ``POST /v1/rank`` of another blendgate (its ``rank_service``)."""
+
+    type: Literal["remote"] = "remote"
+    # When the remote ranker fails (down, timeout, error): "fail" raises RankerError (HTTP 500
+    # for the chat request), as an in-process ranker does; "keep_order" answers anyway, with
+    # every candidate tied (score 0, rank 1), so the members' order decides.
+    on_error: Literal["fail", "keep_order"] = "keep_order"
+
+
 RankerConfig = Annotated[
-    ConsensusRankerConfig | PairRMRankerConfig | RewardModelRankerConfig | NoRankerConfig,
+    ConsensusRankerConfig | PairRMRankerConfig | RewardModelRankerConfig | NoRankerConfig
+    | RemoteRankerConfig,
     Field(discriminator="type"),
 ]
 
@@ -197,8 +222,19 @@ class SelectFuserConfig(_Strict):
     type: Literal["none"] = "none"
 
 
+class RemoteFuserConfig(_RemoteServiceConfig):
+    """The streamed ``POST /v1/fuse`` of another blendgate (its ``fuse_service``)."""
+
+    type: Literal["remote"] = "remote"
+    # When the remote fuser cannot start (down, timeout, HTTP error): "fail" raises FuserError,
+    # as an in-process fuser does; "top_candidate" answers with the best candidate (fuser
+    # "none" in the report). A failure after text has streamed is always an error.
+    on_error: Literal["fail", "top_candidate"] = "fail"
+
+
 FuserConfig = Annotated[
-    LLMFuserConfig | GenFuserConfig | SelectFuserConfig, Field(discriminator="type")
+    LLMFuserConfig | GenFuserConfig | SelectFuserConfig | RemoteFuserConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -232,6 +268,69 @@ class SingleModelConfig(_Strict):
 ModelConfig = Annotated[EnsembleModelConfig | SingleModelConfig, Field(discriminator="type")]
 
 
+# --------------------------------------------------------------------------- experiments
+
+
+class ArmConfig(_Strict):
+    """One arm of an experiment: a served model id (an ensemble, a single model...)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    model: str
+    weight: float = Field(1.0, ge=0)  # share of live traffic; 0 = shadow-only arm
+
+
+class ShadowConfig(_Strict):
+    """Also run ``arm`` off the request path for a sample of requests served by another arm."""
+
+    arm: str
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    max_concurrency: int = Field(1, ge=1)  # shadow requests running at once
+    queue_size: int = Field(16, ge=1)  # waiting shadow requests; more are dropped and counted
+
+
+class ExperimentConfig(_Strict):
+    """A served model id that splits traffic between arms, sticky per user."""
+
+    id: str
+    arms: list[ArmConfig] = Field(min_length=2)
+    # Stickiness key: the request's ``user`` field, else this header, else a random draw.
+    sticky_header: str = "x-blendgate-user"
+    shadow: ShadowConfig | None = None
+    # Any ranker judges shadow answers (both orders, averaged); None: no judging.
+    judge: RankerConfig | None = None
+    # |score(B) - score(A)| at or under this is a tie, so float noise never decides a verdict.
+    tie_margin: float = Field(0.05, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)  # error level of the intervals and the evidence flag
+
+    @model_validator(mode="after")
+    def _check_arms(self) -> ExperimentConfig:
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"experiment {self.id!r}: duplicate arm names {names}")
+        if sum(arm.weight for arm in self.arms) <= 0:
+            raise ValueError(f"experiment {self.id!r}: arm weights sum to 0")
+        if self.shadow is not None and self.shadow.arm not in names:
+            raise ValueError(f"experiment {self.id!r}: shadow arm {self.shadow.arm!r} is not "
+                             f"one of its arms {names}")
+        return self
+
+
+class StoreConfig(_Strict):
+    """Where experiment events go: SQLite in ``data_dir`` by default, or any SQLAlchemy URL
+    (``postgresql+asyncpg://...`` for several gateway replicas)."""
+
+    url: str | None = None
+    data_dir: str = "data"
+    queue_size: int = Field(10_000, ge=1)  # events waiting to be written; more are dropped
+    batch_size: int = Field(256, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'blendgate.db'}"
+
+
 # --------------------------------------------------------------------------- server
 
 
@@ -261,6 +360,12 @@ class BlendgateConfig(_Strict):
     # Ranker behind POST /v1/rank and /v1/compare (PairRM as a service). None: the first
     # ensemble's ranker.
     rank_service: RankerConfig | None = None
+    # Fuser behind POST /v1/fuse (a fuser as a service, for remote fusers). None: the first
+    # ensemble's fuser.
+    fuse_service: FuserConfig | None = None
+    experiments: list[ExperimentConfig] = Field(default_factory=list)
+    # The experiment store; None: SQLite in ./data when experiments are configured, else none.
+    store: StoreConfig | None = None
 
     @model_validator(mode="after")
     def _check_references(self) -> BlendgateConfig:
@@ -290,13 +395,47 @@ class BlendgateConfig(_Strict):
                         f"models[{index}] ({model.id}).min_candidates={model.min_candidates} "
                         f"exceeds the {total} samples its members produce"
                     )
+        fallback = _llm_fuser(self.fuse_service)
+        if fallback is not None and fallback.backend not in self.backends:
+            raise ValueError(f"fuse_service: unknown backend {fallback.backend!r}; "
+                             f"defined backends: {sorted(self.backends)}")
+        self._check_experiments()
         return self
 
-    def served_model_ids(self) -> list[str]:
-        """Ensembles first, then every exposed backend under its own name."""
+    def _check_experiments(self) -> None:
+        served = set(self.served_model_ids())
+        seen: set[str] = set()
+        for index, experiment in enumerate(self.experiments):
+            if experiment.id in served or experiment.id in seen:
+                raise ValueError(f"experiments[{index}].id: {experiment.id!r} is already a "
+                                 "served model or experiment id")
+            seen.add(experiment.id)
+            for arm in experiment.arms:
+                if arm.model not in served:
+                    raise ValueError(
+                        f"experiments[{index}] ({experiment.id}): arm {arm.name!r} names "
+                        f"unknown model {arm.model!r}; served models: {sorted(served)}")
+
+    def store_config(self) -> StoreConfig | None:
+        """The store to open: the configured one, or the SQLite default for experiments."""
+        if self.store is not None:
+            return self.store
+        return StoreConfig() if self.experiments else None
+
+    def served_model_ids(self, *, include_experiments: bool = False) -> list[str]:
+        """Ensembles first, then every exposed backend under its own name (then experiments, when
+        asked: they are served by the gateway, not the engine)."""
         listed = [m.id for m in self.models]
         exposed = [n for n, b in self.backends.items() if b.expose and n not in listed]
-        return listed + exposed
+        experiments = [e.id for e in self.experiments] if include_experiments else []
+        return listed + exposed + experiments
+
+
+def _llm_fuser(fuser: FuserConfig | None) -> LLMFuserConfig | None:
+    """The LLM fuser a fuser config runs through (itself, or a GenFuser's fallback), if any."""
+    if isinstance(fuser, LLMFuserConfig):
+        return fuser
+    return fuser.fallback if isinstance(fuser, GenFuserConfig) else None
 
 
 def parse_config(data: Any, *, source: str | Path = "<config>") -> BlendgateConfig:

@@ -48,9 +48,9 @@ from ensemble.errors import (
 )
 from ensemble.fanout import FanoutMember, FanoutResult, fan_out
 from ensemble.fusers.base import Fuser
-from ensemble.fusers.factory import build_fuser
+from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.rankers.base import Ranker
-from ensemble.rankers.factory import RankerCache
+from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -125,12 +125,14 @@ class BlendEngine:
         singles: Mapping[str, Backend],
         service_ranker: Ranker | None,
         rankers: RankerCache,
+        service_fuser: Fuser | None = None,
         fusers: Sequence[Fuser],
         owned_backends: Sequence[Backend],
     ) -> None:
         self._ensembles = dict(ensembles)
         self._singles = dict(singles)
         self._service_ranker = service_ranker
+        self._service_fuser = service_fuser
         self._rankers = rankers
         self._fusers = list(fusers)
         self._owned_backends = list(owned_backends)
@@ -139,17 +141,24 @@ class BlendEngine:
 
     @classmethod
     async def from_config(
-        cls, config: BlendgateConfig, *, backends: Mapping[str, Backend] | None = None
+        cls,
+        config: BlendgateConfig,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+        ranker_builder: RankerBuilder = build_ranker,
+        fuser_builder: FuserBuilder = build_fuser,
     ) -> BlendEngine:
         """Build backends, rankers (one per distinct config) and fusers; models load off-loop
         (backends with a ``start()`` coroutine, i.e. local models, start concurrently with the
         ranker and fuser models).
 
         ``backends`` injects ready backends (tests, embedding); the engine then does not close
-        them. Anything built before a failure is closed again before the error propagates.
+        them. ``ranker_builder`` / ``fuser_builder`` replace the factories (the Ray Serve
+        application builds clients of its model deployments there). Anything built before a
+        failure is closed again before the error propagates.
         """
         owned: list[Backend] = []
-        rankers = RankerCache()
+        rankers = RankerCache(ranker_builder)
         fusers: list[Fuser] = []
         starting: asyncio.Future[list[None]] | None = None
         try:
@@ -166,7 +175,7 @@ class BlendEngine:
                 if isinstance(model, SingleModelConfig):
                     singles[model.id] = backends[model.backend]
                     continue
-                fuser = await build_fuser(model.fuser, backends)
+                fuser = await fuser_builder(model.fuser, backends)
                 fusers.append(fuser)
                 ranker = await rankers.get(model.ranker)
                 ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser)
@@ -177,6 +186,11 @@ class BlendEngine:
                 service: Ranker | None = await rankers.get(config.rank_service)
             else:
                 service = next((e.ranker for e in ensembles.values()), None)
+            if config.fuse_service is not None:
+                service_fuser: Fuser | None = await fuser_builder(config.fuse_service, backends)
+                fusers.append(service_fuser)
+            else:
+                service_fuser = next((e.fuser for e in ensembles.values()), None)
             if starting is not None:
                 await starting
         except BaseException:
@@ -185,7 +199,8 @@ class BlendEngine:
             await _close_all([*fusers, rankers, *owned])
             raise
         return cls(ensembles=ensembles, singles=singles, service_ranker=service,
-                   rankers=rankers, fusers=fusers, owned_backends=owned)
+                   rankers=rankers, service_fuser=service_fuser, fusers=fusers,
+                   owned_backends=owned)
 
     def models(self) -> list[ServedModel]:
         served = [
@@ -197,6 +212,10 @@ class BlendEngine:
 
     def service_ranker(self) -> Ranker | None:
         return self._service_ranker
+
+    def service_fuser(self) -> Fuser | None:
+        """The fuser behind ``POST /v1/fuse``: ``fuse_service``, else the first ensemble's."""
+        return self._service_fuser
 
     async def aclose(self) -> None:
         fusers, self._fusers = self._fusers, []

@@ -8,13 +8,19 @@
     ├── BackendError             one upstream member failed (recorded, not raised, in a fan-out)
     │   ├── BackendTimeout
     │   ├── BackendConnectError
-    │   ├── BackendStatusError   upstream answered an HTTP error (has .status)
+    │   ├── BackendStatusError   upstream answered an HTTP error (.status, .detail); a 4xx is
+    │   │                        the upstream rejecting the request itself (``.rejected``)
     │   └── BackendProtocolError upstream answered something that is not OpenAI's shape
     ├── NoCandidatesError        fewer than min_candidates members answered (HTTP 502; .failures)
-    │   └── DeadlineExceeded     the overall deadline passed first (HTTP 504)
+    │   ├── DeadlineExceeded     the overall deadline passed first (HTTP 504)
+    │   ├── MembersTimedOut      every member hit its own timeout (HTTP 504)
+    │   └── MembersRejected      every member rejected the request with a 4xx (.status)
     ├── OverloadedError          a bounded queue is full (HTTP 503)
     ├── RankerError              ranking model failed at run time (HTTP 500)
-    └── FuserError               fusion model failed at run time (HTTP 500)
+    └── FuserError               in-process fusion model failed at run time (HTTP 500)
+        └── FuserUpstreamError   the llm fuser's backend failed (HTTP 502; .cause)
+            ├── FuserTimeout     ... by timing out (HTTP 504)
+            └── FuserRejected    ... by rejecting the synthesis request with a 4xx
 """
 
 from __future__ import annotations
@@ -74,9 +80,19 @@ class BackendConnectError(BackendError):
 
 
 class BackendStatusError(BackendError):
-    def __init__(self, message: str, *, backend: str = "", status: int):
+    """``detail`` is the upstream's own error message (relayed to the client for a 4xx)."""
+
+    def __init__(self, message: str, *, backend: str = "", status: int,
+                 detail: str | None = None):
         super().__init__(message, backend=backend)
         self.status = status
+        self.detail = detail if detail is not None else message
+
+    @property
+    def rejected(self) -> bool:
+        """The upstream refused the request itself (4xx): retrying it cannot succeed, except
+        after a timeout (408), a conflict (409) or a rate limit (429)."""
+        return 400 <= self.status < 500 and self.status not in (408, 409, 429)
 
 
 class BackendProtocolError(BackendError):
@@ -94,6 +110,19 @@ class DeadlineExceeded(NoCandidatesError):
     pass
 
 
+class MembersTimedOut(NoCandidatesError):
+    pass
+
+
+class MembersRejected(NoCandidatesError):
+    """Every member rejected the request (4xx). ``status``: theirs when they agree, else 400."""
+
+    def __init__(self, message: str, failures: Sequence[MemberFailure] = (), *,
+                 status: int = 400):
+        super().__init__(message, failures)
+        self.status = status
+
+
 class OverloadedError(BlendError):
     def __init__(self, message: str = "Server overloaded, retry later.", retry_after_s: int = 1):
         super().__init__(message)
@@ -106,3 +135,28 @@ class RankerError(BlendError):
 
 class FuserError(BlendError):
     pass
+
+
+class FuserUpstreamError(FuserError):
+    """The llm fuser's backend failed; ``cause`` is its ``BackendError``."""
+
+    def __init__(self, message: str, cause: BackendError):
+        super().__init__(message)
+        self.cause = cause
+
+
+class FuserTimeout(FuserUpstreamError):
+    pass
+
+
+class FuserRejected(FuserUpstreamError):
+    pass
+
+
+def fuser_upstream_error(message: str, cause: BackendError) -> FuserUpstreamError:
+    """The ``FuserUpstreamError`` subclass that says how the fuser's backend failed."""
+    if isinstance(cause, BackendTimeout):
+        return FuserTimeout(message, cause)
+    if isinstance(cause, BackendStatusError) and cause.rejected:
+        return FuserRejected(message, cause)
+    return FuserUpstreamError(message, cause)

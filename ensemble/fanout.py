@@ -5,8 +5,9 @@ timeout and by the ensemble's overall deadline, whichever comes first. All calls
 ``asyncio.TaskGroup``, so cancelling the caller cancels every upstream call. A member that
 fails or times out becomes a :class:`MemberFailure` on the result; it is never raised. Only
 when fewer than ``min_candidates`` answers arrived does :func:`fan_out` raise:
-:class:`DeadlineExceeded` if the overall deadline cut members off, else
-:class:`NoCandidatesError`.
+:class:`DeadlineExceeded` if the overall deadline cut members off, :class:`MembersTimedOut`
+if every member timed out, :class:`MembersRejected` if every member rejected the request
+with a 4xx, else :class:`NoCandidatesError`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ensemble.backends.base import Backend
-from ensemble.errors import DeadlineExceeded, NoCandidatesError
+from ensemble.errors import (
+    BackendStatusError,
+    BackendTimeout,
+    DeadlineExceeded,
+    MembersRejected,
+    MembersTimedOut,
+    NoCandidatesError,
+)
 from ensemble.types import (
     Candidate,
     ChatMessage,
@@ -52,6 +60,7 @@ class _Outcome:
     failure: MemberFailure | None = None
     usage: Usage = field(default_factory=Usage)
     cut_by_deadline: bool = False
+    error: BaseException | None = None  # why the member failed (None: answered, or empty)
 
 
 async def fan_out(
@@ -75,7 +84,7 @@ async def fan_out(
                    f"arrived from {len(members)} members")
         if any(o.cut_by_deadline for o in outcomes):
             raise DeadlineExceeded(f"deadline of {deadline_s:g}s passed: {message}", failures)
-        raise NoCandidatesError(message, failures)
+        raise _shortfall(message, outcomes, failures)
     usage = sum((o.usage for o in outcomes), Usage())
     return FanoutResult(candidates, failures, usage, loop.time() - started)
 
@@ -88,21 +97,40 @@ async def _call(
     member_at = started + member.timeout_s
     limit_at = min(member_at, deadline_at)
 
-    def failed(error_type: str, message: str, *, cut: bool = False) -> _Outcome:
-        failure = MemberFailure(member.label, error_type, message, loop.time() - started)
-        return _Outcome(failure=failure, cut_by_deadline=cut)
+    def failed(error: BaseException, *, cut: bool = False) -> _Outcome:
+        failure = MemberFailure(member.label, type(error).__name__, str(error) or repr(error),
+                                loop.time() - started)
+        return _Outcome(failure=failure, cut_by_deadline=cut, error=error)
 
     try:
         async with asyncio.timeout_at(limit_at):
             completions = await member.backend.complete(messages, member.params, member.samples)
     except TimeoutError:
         if deadline_at <= member_at:
-            return failed("BackendTimeout", "cut off by the ensemble deadline", cut=True)
-        return failed("BackendTimeout", f"no answer within the member timeout "
-                                        f"({member.timeout_s:g}s)")
+            return failed(BackendTimeout("cut off by the ensemble deadline"), cut=True)
+        return failed(BackendTimeout(f"no answer within the member timeout "
+                                     f"({member.timeout_s:g}s)"))
     except Exception as exc:  # noqa: BLE001 - a failing member degrades the ensemble only
-        return failed(type(exc).__name__, str(exc) or repr(exc))
+        return failed(exc)
     return _collect(member, completions, loop.time() - started)
+
+
+def _shortfall(
+    message: str, outcomes: Sequence[_Outcome], failures: tuple[MemberFailure, ...]
+) -> NoCandidatesError:
+    """Say truthfully why too few answers came: every member timing out is a timeout (504);
+    every member rejecting the request (4xx) is the request's fault, so its status is relayed
+    (theirs when they agree, else 400) and the client does not retry; anything else is 502."""
+    errors = [o.error for o in outcomes]
+    if all(isinstance(e, BackendTimeout) for e in errors):
+        return MembersTimedOut(f"every member timed out: {message}", failures)
+    rejections = [e for e in errors if isinstance(e, BackendStatusError) and e.rejected]
+    if len(rejections) == len(errors):
+        statuses = {e.status for e in rejections}
+        status = statuses.pop() if len(statuses) == 1 else 400
+        return MembersRejected(f"every member rejected the request: {message}", failures,
+                               status=status)
+    return NoCandidatesError(message, failures)
 
 
 def _collect(member: FanoutMember, completions: Sequence[Completion], latency: float) -> _Outcome:

@@ -185,5 +185,5 @@ class StreamEnd:
 @dataclass(frozen=True)
 class ServedModel:
     id: str
-    kind: Literal["ensemble", "single"]
+    kind: Literal["ensemble", "single", "experiment"]
     members: tuple[str, ...] = ()

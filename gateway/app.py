@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -24,11 +25,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ensemble.config import BlendgateConfig
 from ensemble.engine import BlendEngine
 from ensemble.errors import BlendError
-from gateway import ranking, routes
+from ensemble.experiments.runtime import ExperimentRuntime
+from gateway import experiments, fusing, ranking, routes
 from gateway.auth import APIKeys
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
 from gateway.errors import APIError, from_blend_error, internal_error
+from gateway.experiment_metrics import ExperimentCollector
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.settings import read_api_keys
 from gateway.streaming import ClientDisconnected
@@ -36,8 +39,10 @@ from gateway.streaming import ClientDisconnected
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> FastAPI:
-    """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI)."""
+def create_app(config: BlendgateConfig, *, engine: Engine | None = None,
+               config_path: Path | None = None) -> FastAPI:
+    """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI);
+    ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,7 +52,11 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
         else:
             app.state.engine = engine
         try:
-            yield
+            app.state.experiments = await ExperimentRuntime.start(config, app.state.engine)
+            try:
+                yield
+            finally:
+                await app.state.experiments.aclose()
         finally:
             if owned:
                 await app.state.engine.aclose()
@@ -57,11 +66,16 @@ def create_app(config: BlendgateConfig, *, engine: Engine | None = None) -> Fast
     app.state.config = config
     app.state.limits = RequestLimits.from_config(config)
     app.state.api_keys = APIKeys.of(read_api_keys(config.server))
-    app.state.metrics = GatewayMetrics(config.served_model_ids())
+    app.state.config_path = config_path
+    app.state.experiments = None  # an ExperimentRuntime once the lifespan has started
+    app.state.metrics = GatewayMetrics(config.served_model_ids(include_experiments=True))
+    app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
 
     app.include_router(routes.public)
     app.include_router(routes.api)
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
+    app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
+    app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)

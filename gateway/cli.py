@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
 from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
 from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
+from gateway.errors import APIError
+from gateway.experiments import reload_experiments
 from gateway.settings import GatewaySettings, default_config_path, load_settings
 
 EXIT_CONFIG = 2
@@ -80,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # httpx logs every upstream request at INFO: one line per member call is noise, and
         # its formatting showed up in the gateway's per-request CPU profile.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-        asyncio.run(serve(config, host=args.host, port=args.port, log_level=args.log_level))
+        asyncio.run(serve(config, host=args.host, port=args.port, log_level=args.log_level,
+                          config_path=Path(config_path)))
     except ConfigError as exc:
         print(f"blendgate: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -89,14 +95,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str) -> None:
+async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str,
+                config_path: Path | None = None) -> None:
     engine = await BlendEngine.from_config(config)
     try:
-        app = create_app(config, engine=engine)
+        app = create_app(config, engine=engine, config_path=config_path)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        _reload_on_sighup(app)
         await server.serve()
     finally:
         await engine.aclose()
+
+
+def _reload_on_sighup(app: FastAPI) -> None:
+    """SIGHUP re-reads the config's ``experiments:``, like ``POST /admin/reload``."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            await reload_experiments(app)
+        except APIError as exc:
+            logging.getLogger(__name__).error("SIGHUP: %s", exc)
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
 
 def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> int:

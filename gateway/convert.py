@@ -27,6 +27,7 @@ from ensemble.types import (
 )
 from gateway.protocol import (
     BlendCandidate,
+    BlendExperiment,
     BlendFailure,
     BlendInfo,
     BlendTimings,
@@ -201,7 +202,8 @@ def to_blend_info(report: BlendReport) -> BlendInfo:
 
 
 def to_chat_completion(
-    result: BlendResult, *, completion_id: str, created: int, include_report: bool
+    result: BlendResult, *, completion_id: str, created: int, include_report: bool,
+    experiment: BlendExperiment | None = None,
 ) -> ChatCompletionResponse:
     choices = [
         ChatCompletionChoice(
@@ -211,11 +213,20 @@ def to_chat_completion(
         )
         for c in result.choices
     ]
-    blend = to_blend_info(result.report) if include_report and result.report else None
+    blend = with_experiment(
+        to_blend_info(result.report) if include_report and result.report else None, experiment)
     return ChatCompletionResponse(
         id=completion_id, created=created, model=result.model, choices=choices,
         usage=to_usage(result.usage), blend=blend,
     )
+
+
+def with_experiment(blend: BlendInfo | None,
+                    experiment: BlendExperiment | None) -> BlendInfo | None:
+    """``blend`` with the serving experiment arm added (a bare one when there is no report)."""
+    if experiment is None:
+        return blend
+    return (blend or BlendInfo()).model_copy(update={"experiment": experiment})
 
 
 def to_model_list(models: list[ServedModel], created: int) -> ModelList:
@@ -252,12 +263,14 @@ async def to_chunks(
     include_usage: bool,
     include_report: bool,
     on_end: Callable[[StreamEnd], None],
+    experiment: BlendExperiment | None = None,
 ) -> AsyncGenerator[ChatCompletionChunk, None]:
     """Engine events -> ``chat.completion.chunk`` models, OpenAI's way.
 
     Each choice opens with a role chunk and closes with an empty delta carrying
     ``finish_reason``. After all choices, one chunk with no choices carries the usage (when
-    ``include_usage``) and the ``blend`` report (when asked for). Closing this iterator closes
+    ``include_usage``) and the ``blend`` report (when asked for, or when an experiment arm
+    served). Closing this iterator closes
     ``events``, so the engine stops generating.
     """
     opened: set[int] = set()
@@ -265,7 +278,9 @@ async def to_chunks(
         async for event in events:
             if isinstance(event, StreamEnd):
                 on_end(event)
-                blend = to_blend_info(event.report) if include_report and event.report else None
+                blend = with_experiment(
+                    to_blend_info(event.report) if include_report and event.report else None,
+                    experiment)
                 if include_usage or blend is not None:
                     usage = to_usage(event.usage) if include_usage else None
                     yield header.chunk([], usage=usage, blend=blend)

@@ -16,12 +16,24 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from ensemble.errors import (
+    BackendConnectError,
     BackendError,
+    BackendProtocolError,
+    BackendStatusError,
     BackendTimeout,
     BlendError,
+    ConfigError,
     DeadlineExceeded,
+    FuserError,
+    FuserRejected,
+    FuserTimeout,
+    FuserUpstreamError,
+    InvalidParamsError,
+    MembersRejected,
+    MembersTimedOut,
     NoCandidatesError,
     OverloadedError,
+    RankerError,
     RequestError,
     UnknownModelError,
 )
@@ -33,22 +45,45 @@ class ErrorKind:
     status: int
     type: str
     code: str | None = None
+    # False: retrying cannot succeed. Sent as ``x-should-retry: false``, which the openai SDKs
+    # obey before their own rule (they retry 408, 409, 429 and every 5xx).
+    retry: bool = True
 
 
 INVALID_REQUEST = "invalid_request_error"
 SERVER_ERROR = "server_error"
+RATE_LIMIT = "rate_limit_error"
 
-# Most specific class first is not required: lookup walks the exception's MRO.
+# Most specific class first is not required: lookup walks the exception's MRO. README.md's
+# error table has one row per entry; keep them in step.
 ERROR_TABLE: dict[type[BlendError], ErrorKind] = {
-    BlendError: ErrorKind(500, SERVER_ERROR),
+    BlendError: ErrorKind(500, SERVER_ERROR, "internal_error"),
+    ConfigError: ErrorKind(500, SERVER_ERROR, "config_error", retry=False),
     RequestError: ErrorKind(400, INVALID_REQUEST),
     UnknownModelError: ErrorKind(404, INVALID_REQUEST, "model_not_found"),
+    InvalidParamsError: ErrorKind(400, INVALID_REQUEST, "invalid_value"),
     BackendError: ErrorKind(502, SERVER_ERROR, "upstream_error"),
     BackendTimeout: ErrorKind(504, SERVER_ERROR, "upstream_timeout"),
+    BackendConnectError: ErrorKind(502, SERVER_ERROR, "upstream_error"),
+    BackendProtocolError: ErrorKind(502, SERVER_ERROR, "upstream_error"),
+    BackendStatusError: ErrorKind(502, SERVER_ERROR, "upstream_error"),  # 4xx: see _relayed
     NoCandidatesError: ErrorKind(502, SERVER_ERROR, "all_members_failed"),
     DeadlineExceeded: ErrorKind(504, SERVER_ERROR, "deadline_exceeded"),
+    MembersTimedOut: ErrorKind(504, SERVER_ERROR, "members_timed_out"),
+    MembersRejected: ErrorKind(400, INVALID_REQUEST, "members_rejected"),  # .status relayed
     OverloadedError: ErrorKind(503, SERVER_ERROR, "overloaded"),
+    RankerError: ErrorKind(500, SERVER_ERROR, "ranker_failed"),
+    FuserError: ErrorKind(500, SERVER_ERROR, "fuser_failed"),
+    FuserUpstreamError: ErrorKind(502, SERVER_ERROR, "fuser_upstream_error"),
+    FuserTimeout: ErrorKind(504, SERVER_ERROR, "fuser_timeout"),
+    FuserRejected: ErrorKind(502, SERVER_ERROR, "fuser_rejected", retry=False),
 }
+
+# Upstream 4xx statuses a pass-through model relays as they are: the request itself is at
+# fault (400 context length, 413 too large, 422 invalid) or the upstream is rate-limited (429).
+# Any other 4xx (401/403 bad upstream key, 404 unknown upstream model, ...) is the gateway's
+# configuration at fault: 502, not retried.
+RELAYED_STATUSES = frozenset({400, 413, 422, 429})
 
 
 class APIError(Exception):
@@ -82,17 +117,39 @@ def lookup(exc: BlendError) -> ErrorKind:
 
 
 def from_blend_error(exc: BlendError) -> APIError:
-    kind = lookup(exc)
+    kind = _relayed(exc) or lookup(exc)
     param = code = None
     if isinstance(exc, RequestError):
         param, code = exc.param, exc.code
+    message = str(exc)
+    if isinstance(exc, BackendStatusError) and kind.status in RELAYED_STATUSES:
+        message = exc.detail  # the upstream's own words, e.g. its context-length message
     headers = {}
     if isinstance(exc, OverloadedError):
         headers["Retry-After"] = str(max(1, int(exc.retry_after_s)))
+    if not kind.retry:
+        headers["x-should-retry"] = "false"
     return APIError(
-        kind.status, str(exc), type=kind.type, param=param, code=code or kind.code,
+        kind.status, message, type=kind.type, param=param, code=code or kind.code,
         headers=headers,
     )
+
+
+def _relayed(exc: BlendError) -> ErrorKind | None:
+    """The kind of an upstream 4xx: relayed as is (see ``RELAYED_STATUSES``) or 502 that
+    must not be retried. None for every other error (the table decides)."""
+    if isinstance(exc, MembersRejected):
+        status = exc.status if exc.status in RELAYED_STATUSES else 400
+        return ErrorKind(status, INVALID_REQUEST, "members_rejected", retry=False)
+    if not isinstance(exc, BackendStatusError) or not 400 <= exc.status < 500:
+        return None
+    if exc.status == 429:
+        return ErrorKind(429, RATE_LIMIT, "upstream_rate_limited")
+    if exc.status in RELAYED_STATUSES:
+        return ErrorKind(exc.status, INVALID_REQUEST, "upstream_rejected", retry=False)
+    if exc.rejected:
+        return ErrorKind(502, SERVER_ERROR, "upstream_rejected", retry=False)
+    return None
 
 
 def internal_error() -> APIError:

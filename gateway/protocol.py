@@ -192,13 +192,23 @@ class BlendTimings(BaseModel):
     total_s: float
 
 
-class BlendInfo(BaseModel):
-    """What the ensemble did: every candidate with score and rank, failures, fuser, timings."""
+class BlendExperiment(BaseModel):
+    """The experiment arm that served a request to an experiment id."""
 
-    candidates: list[BlendCandidate]
-    failures: list[BlendFailure]
-    fuser: str | None
-    timings: BlendTimings
+    id: str
+    arm: str
+    model: str
+
+
+class BlendInfo(BaseModel):
+    """What the ensemble did: every candidate with score and rank, failures, fuser, timings;
+    and, for a request to an experiment, the arm that served it (always sent)."""
+
+    candidates: list[BlendCandidate] = Field(default_factory=list)
+    failures: list[BlendFailure] = Field(default_factory=list)
+    fuser: str | None = None
+    timings: BlendTimings | None = None
+    experiment: BlendExperiment | None = None
 
 
 class ChatCompletionResponse(_WireModel):

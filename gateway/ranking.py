@@ -51,14 +51,14 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 # --------------------------------------------------------------------------- wire models
 
 
-class _PromptRequest(OpenAIBaseModel):
+class PromptRequest(OpenAIBaseModel):
     model: str | None = Field(None, description="Ignored; the service ranker answers.")
     prompt: str | None = Field(None, description="Raw source text (instruction + input).")
     messages: list[ChatCompletionMessageParam] | None = Field(
         None, description="Chat history ending with the user turn the candidates answer.")
 
     @model_validator(mode="after")
-    def _one_source(self) -> _PromptRequest:
+    def _one_source(self) -> PromptRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         if self.messages is not None and not self.messages:
@@ -66,7 +66,7 @@ class _PromptRequest(OpenAIBaseModel):
         return self
 
 
-class RankRequest(_PromptRequest):
+class RankRequest(PromptRequest):
     candidates: list[str] = Field(min_length=1)
 
 
@@ -77,7 +77,7 @@ class RankResponse(BaseModel):
     ranks: list[int]
 
 
-class CompareRequest(_PromptRequest):
+class CompareRequest(PromptRequest):
     a: str
     b: str
 
@@ -97,7 +97,8 @@ class CompareResponse(BaseModel):
 # --------------------------------------------------------------------------- helpers
 
 
-async def _body(request: Request, model: type[_PromptRequest]) -> _PromptRequest:
+async def parse_body(request: Request, model: type[PromptRequest]) -> PromptRequest:
+    """The body as ``model``, size-limited; invalid bodies answer 400 in OpenAI's shape."""
     raw = await read_body(request, request.app.state.config.server.max_body_bytes)
     try:
         return model.model_validate_json(raw)
@@ -106,7 +107,7 @@ async def _body(request: Request, model: type[_PromptRequest]) -> _PromptRequest
 
 
 async def _rank_body(request: Request) -> RankRequest:
-    body = await _body(request, RankRequest)
+    body = await parse_body(request, RankRequest)
     assert isinstance(body, RankRequest)
     limit = request.app.state.config.server.max_candidates
     if len(body.candidates) > limit:
@@ -117,7 +118,7 @@ async def _rank_body(request: Request) -> RankRequest:
 
 
 async def _compare_body(request: Request) -> CompareRequest:
-    body = await _body(request, CompareRequest)
+    body = await parse_body(request, CompareRequest)
     assert isinstance(body, CompareRequest)
     return body
 
@@ -130,7 +131,7 @@ def _service_ranker(request: Request) -> Ranker:
     return ranker
 
 
-def _messages(body: _PromptRequest) -> list[ChatMessage]:
+def chat_messages(body: PromptRequest) -> list[ChatMessage]:
     if body.prompt is not None:
         return [ChatMessage(role="user", content=body.prompt)]
     out = []
@@ -162,14 +163,14 @@ ServiceRanker = Annotated[Ranker, Depends(_service_ranker)]
 
 @router.post("/rank", response_model=RankResponse)
 async def rank(body: RankBody, ranker: ServiceRanker) -> Response:
-    ranking = await ranker.rank(_messages(body), body.candidates)
+    ranking = await ranker.rank(chat_messages(body), body.candidates)
     out = RankResponse(model=ranker.name, scores=list(ranking.scores), ranks=list(ranking.ranks))
     return Response(out.model_dump_json(), media_type="application/json")
 
 
 @router.post("/compare", response_model=CompareResponse)
 async def compare(body: CompareBody, ranker: ServiceRanker) -> Response:
-    messages = _messages(body)
+    messages = chat_messages(body)
     pairwise = getattr(ranker, "compare", None)
     if pairwise is not None:
         both = await pairwise(messages, body.a, body.b)

@@ -11,6 +11,8 @@ import uuid
 from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ensemble.experiments.runtime import Served
+from ensemble.types import ServedModel
 from gateway.auth import require_api_key
 from gateway.convert import (
     ChunkHeader,
@@ -20,6 +22,7 @@ from gateway.convert import (
     to_model_list,
 )
 from gateway.deps import ChatBody, EngineDep, LimitsDep, MetricsDep
+from gateway.experiments import StreamRecorder, arm_headers, experiment_info
 from gateway.metrics import STATE_MODEL, STATE_STATUS
 from gateway.protocol import ChatCompletionResponse, ModelList
 from gateway.streaming import cancel_on_disconnect, open_stream
@@ -39,8 +42,13 @@ async def metrics(metrics: MetricsDep) -> Response:
 
 
 @api.get("/models", response_model=ModelList)
-async def list_models(engine: EngineDep) -> Response:
-    models = to_model_list(engine.models(), created=int(time.time()))
+async def list_models(request: Request, engine: EngineDep) -> Response:
+    served = engine.models()
+    runtime = request.app.state.experiments
+    if runtime is not None:  # experiment ids are served too (by one of their arms)
+        served += [ServedModel(e.id, "experiment", tuple(a.model for a in e.arms))
+                   for e in runtime.experiments()]
+    models = to_model_list(served, created=int(time.time()))
     return Response(models.model_dump_json(), media_type="application/json")
 
 
@@ -49,23 +57,43 @@ async def chat_completions(
     request: Request, body: ChatBody, engine: EngineDep, limits: LimitsDep, metrics: MetricsDep
 ) -> Response:
     setattr(request.state, STATE_MODEL, body.model)
+    runtime = request.app.state.experiments
+    # A request to an experiment id is served by the arm its user is assigned to.
+    assignment = runtime.assign(body.model, body.user, request.headers) if runtime else None
+    if assignment is not None:
+        body = body.model_copy(update={"model": assignment.model})
     blend_request = to_blend_request(body, limits)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    headers = arm_headers(assignment)
     if not body.stream:
+        started = time.perf_counter()
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
         metrics.observe_report(result.model, result.report)
         response = to_chat_completion(
             result, completion_id=completion_id, created=created,
             include_report=blend_request.return_candidates,
+            experiment=experiment_info(assignment),
         )
-        return Response(response.model_dump_json(), media_type="application/json")
+        if runtime is not None:
+            runtime.record(Served(
+                id=completion_id, request=blend_request, text=result.choices[0].text,
+                usage=result.usage, latency_s=time.perf_counter() - started,
+                report=result.report, assignment=assignment))
+        return Response(response.model_dump_json(), media_type="application/json",
+                        headers=headers)
 
+    events = engine.stream(blend_request)
+    if runtime is not None:
+        events = StreamRecorder(runtime, completion_id, blend_request, assignment).follow(events)
     chunks = to_chunks(
-        engine.stream(blend_request),
+        events,
         ChunkHeader(completion_id, created, body.model),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         include_report=blend_request.return_candidates,
         on_end=lambda end: metrics.observe_report(body.model, end.report),
+        experiment=experiment_info(assignment),
     )
-    return await open_stream(
+    stream = await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
+    stream.headers.update(headers)
+    return stream

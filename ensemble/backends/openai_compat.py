@@ -13,7 +13,7 @@ Every foreign failure is translated in ONE place, ``map_upstream_errors`` (after
     httpx.TimeoutException            -> BackendTimeout
     httpx.ConnectError                -> BackendConnectError
     other httpx transport errors      -> BackendProtocolError (e.g. a connection dropped mid-body)
-    HTTP status >= 400                -> BackendStatusError(status, upstream's error message)
+    HTTP status >= 400                -> BackendStatusError(status, detail=upstream's message)
     invalid JSON / wrong shape / stream ended before [DONE] -> BackendProtocolError
 
 Cancelling a call (client disconnect) closes the upstream connection: the response is
@@ -91,7 +91,7 @@ class OpenAICompatBackend:
         self.name = name
         self._cfg = cfg
         self._url = chat_completions_url(str(cfg.base_url))
-        self._headers = _auth_headers(cfg.api_key_env)
+        self._headers = auth_headers(cfg.api_key_env)
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
@@ -138,7 +138,7 @@ class OpenAICompatBackend:
                     text = (await response.aread()).decode("utf-8", "replace")
                     raise self._status_error(response.status_code, text)
                 done = False
-                async for data in _sse_data(response.aiter_lines()):
+                async for data in sse_data(response.aiter_lines()):
                     if data.strip() == "[DONE]":
                         done = True
                         break
@@ -166,10 +166,10 @@ class OpenAICompatBackend:
             data = None
         message = error_message(data, text.strip()[:300] or "(empty body)")
         return BackendStatusError(f"upstream HTTP {status}: {message}", backend=self.name,
-                                  status=status)
+                                  status=status, detail=message)
 
 
-def _auth_headers(api_key_env: str | None) -> dict[str, str]:
+def auth_headers(api_key_env: str | None) -> dict[str, str]:
     if not api_key_env:
         return {}
     key = os.environ.get(api_key_env)
@@ -179,7 +179,7 @@ def _auth_headers(api_key_env: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     """The ``data`` of each server-sent event (multi-line data joined; comments skipped)."""
     buffer: list[str] = []
     async for line in lines:

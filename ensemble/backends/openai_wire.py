@@ -113,12 +113,12 @@ def raise_for_error_object(data: Any, *, backend: str, status: int = 500) -> Non
     if isinstance(error, dict):
         code = error.get("code")
         status = code if isinstance(code, int) and 400 <= code < 600 else status
-        raise BackendStatusError(
-            f"upstream error {status}: {error.get('message', error)}", backend=backend,
-            status=status)
+        detail = str(error.get("message", error))
+        raise BackendStatusError(f"upstream error {status}: {detail}", backend=backend,
+                                 status=status, detail=detail)
     if isinstance(error, str):
         raise BackendStatusError(f"upstream error {status}: {error}", backend=backend,
-                                 status=status)
+                                 status=status, detail=error)
 
 
 def error_message(data: Any, fallback: str) -> str:

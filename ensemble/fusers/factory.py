@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from ensemble.backends.base import Backend
 from ensemble.config import (
     FuserConfig,
     GenFuserConfig,
     LLMFuserConfig,
+    RemoteFuserConfig,
     SelectFuserConfig,
 )
 from ensemble.errors import ConfigError
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.llm import LLMFuser
 from ensemble.fusers.select import SelectFuser
+
+FuserBuilder = Callable[[FuserConfig, Mapping[str, Backend]], Awaitable[Fuser]]
 
 
 async def build_fuser(cfg: FuserConfig, backends: Mapping[str, Backend]) -> Fuser:
@@ -29,6 +32,10 @@ async def build_fuser(cfg: FuserConfig, backends: Mapping[str, Backend]) -> Fuse
         fallback = _llm(cfg.fallback, backends) if cfg.fallback is not None else None
         fuser: Fuser = await GenFuser.load(cfg, fallback=fallback)
         return fuser
+    if isinstance(cfg, RemoteFuserConfig):
+        from ensemble.fusers.remote import RemoteFuser
+
+        return RemoteFuser(cfg)
     raise ConfigError(f"unknown fuser type {getattr(cfg, 'type', cfg)!r}", key="fuser.type")
 
 

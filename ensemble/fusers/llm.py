@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from ensemble.backends.base import Backend
 from ensemble.cancellation import aclose_shielded
 from ensemble.config import LLMFuserConfig
-from ensemble.errors import BackendError, ConfigError, FuserError
+from ensemble.errors import BackendError, ConfigError, FuserError, fuser_upstream_error
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta
 
 PLACEHOLDER = "{candidates}"
@@ -82,7 +82,7 @@ class LLMFuser:
             async for delta in stream:
                 yield TextDelta(delta.text, 0, delta.finish_reason, delta.usage)
         except BackendError as exc:
-            raise FuserError(f"llm fuser via {self._backend.name}: {exc}") from exc
+            raise fuser_upstream_error(f"llm fuser via {self._backend.name}: {exc}", exc) from exc
         finally:
             await aclose_shielded(stream)
 

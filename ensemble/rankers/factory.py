@@ -9,12 +9,14 @@ for the same config; it is not a module global.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from ensemble.config import (
     ConsensusRankerConfig,
     NoRankerConfig,
     PairRMRankerConfig,
     RankerConfig,
+    RemoteRankerConfig,
     RewardModelRankerConfig,
 )
 from ensemble.errors import ConfigError
@@ -39,15 +41,27 @@ async def build_ranker(cfg: RankerConfig) -> Ranker:
         from ensemble.rankers.reward_model import RewardModelRanker
 
         ranker = await RewardModelRanker.load(cfg)
+    elif isinstance(cfg, RemoteRankerConfig):
+        from ensemble.rankers.remote import RemoteRanker
+
+        ranker = RemoteRanker(cfg)
     else:
         raise ConfigError(f"unknown ranker type {getattr(cfg, 'type', cfg)!r}", key="ranker.type")
     return ranker
 
 
-class RankerCache:
-    """One ranker per distinct config; ``aclose`` closes each exactly once."""
+RankerBuilder = Callable[[RankerConfig], Awaitable[Ranker]]
 
-    def __init__(self) -> None:
+
+class RankerCache:
+    """One ranker per distinct config; ``aclose`` closes each exactly once.
+
+    ``build`` makes a ranker from its config (default :func:`build_ranker`; the Ray Serve
+    application passes one that returns a client of a ranker deployment).
+    """
+
+    def __init__(self, build: RankerBuilder = build_ranker) -> None:
+        self._build = build
         self._rankers: dict[str, Ranker] = {}
         self._lock = asyncio.Lock()  # two concurrent gets of one config load it once
 
@@ -55,7 +69,7 @@ class RankerCache:
         key = cfg.model_dump_json()
         async with self._lock:
             if key not in self._rankers:
-                self._rankers[key] = await build_ranker(cfg)
+                self._rankers[key] = await self._build(cfg)
             return self._rankers[key]
 
     async def aclose(self) -> None:

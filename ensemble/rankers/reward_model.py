@@ -41,7 +41,7 @@ from ensemble.compute import BatchWorker
 from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
 from ensemble.placement import resolve_device, resolve_dtype
-from ensemble.rankers.pairrm.inputs import chat_prompt, length_sorted_batches
+from ensemble.rankers.pairrm.inputs import chat_prompt, distinct_rows, length_sorted_batches
 from ensemble.rankers.pairrm.scoring import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
@@ -97,17 +97,21 @@ def encode(rm: RewardModel, messages: Sequence[ChatMessage], candidate: str) -> 
 
 
 def reward_scores(rm: RewardModel, inputs: Sequence[list[int]]) -> np.ndarray:
-    """The reward logit per input, float32 [N], in length-sorted batches."""
-    out = np.zeros((len(inputs),), dtype=np.float32)
+    """The reward logit per input, float32 [N], in length-sorted batches.
+
+    Identical inputs run once (:func:`distinct_rows`), so duplicate candidates tie exactly.
+    """
+    rows, index = distinct_rows(inputs)
+    out = np.zeros((len(rows),), dtype=np.float32)
     device = next(rm.model.parameters()).device
     with torch.inference_mode():
-        for chunk in length_sorted_batches([len(x) for x in inputs], rm.max_batch_size):
-            batch = rm.tokenizer.pad({"input_ids": [inputs[i] for i in chunk]},
+        for chunk in length_sorted_batches([len(x) for x in rows], rm.max_batch_size):
+            batch = rm.tokenizer.pad({"input_ids": [list(rows[i]) for i in chunk]},
                                      padding=True, return_tensors="pt")
             logits = rm.model(input_ids=batch["input_ids"].to(device),
                               attention_mask=batch["attention_mask"].to(device)).logits  # [b, 1]
             out[chunk] = logits[:, 0].float().cpu().numpy()
-    return out
+    return out[index]
 
 
 class RewardModelRanker:

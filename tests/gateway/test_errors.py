@@ -10,13 +10,20 @@ from fastapi import FastAPI
 
 from ensemble.errors import (
     BackendConnectError,
+    BackendError,
+    BackendProtocolError,
     BackendStatusError,
     BackendTimeout,
     BlendError,
     ConfigError,
     DeadlineExceeded,
     FuserError,
+    FuserRejected,
+    FuserTimeout,
+    FuserUpstreamError,
     InvalidParamsError,
+    MembersRejected,
+    MembersTimedOut,
     NoCandidatesError,
     OverloadedError,
     RankerError,
@@ -24,7 +31,7 @@ from ensemble.errors import (
 )
 from ensemble.types import MemberFailure
 from gateway.app import create_app
-from gateway.errors import from_blend_error, lookup, to_api_error
+from gateway.errors import ERROR_TABLE, from_blend_error, lookup, to_api_error
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine, make_config
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -38,18 +45,26 @@ class QuorumLost(NoCandidatesError):
 @pytest.mark.parametrize(
     ("exc", "status", "code"),
     [
-        (InvalidParamsError("bad", param="x"), 400, None),
+        (InvalidParamsError("bad", param="x"), 400, "invalid_value"),
         (UnknownModelError("m"), 404, "model_not_found"),
         (BackendConnectError("refused", backend="a"), 502, "upstream_error"),
+        (BackendProtocolError("not json", backend="a"), 502, "upstream_error"),
         (BackendStatusError("HTTP 500", backend="a", status=500), 502, "upstream_error"),
         (BackendTimeout("slow", backend="a"), 504, "upstream_timeout"),
         (NoCandidatesError("none"), 502, "all_members_failed"),
         (QuorumLost("none"), 502, "all_members_failed"),
         (DeadlineExceeded("late"), 504, "deadline_exceeded"),
+        (MembersTimedOut("slow"), 504, "members_timed_out"),
+        (MembersRejected("too long"), 400, "members_rejected"),
         (OverloadedError(retry_after_s=3), 503, "overloaded"),
-        (RankerError("oom"), 500, None),
-        (FuserError("oom"), 500, None),
-        (ConfigError("bad"), 500, None),
+        (RankerError("oom"), 500, "ranker_failed"),
+        (FuserError("oom"), 500, "fuser_failed"),
+        (FuserUpstreamError("via a: 500", BackendError("x")), 502, "fuser_upstream_error"),
+        (FuserTimeout("via a: slow", BackendTimeout("x")), 504, "fuser_timeout"),
+        (FuserRejected("via a: 400", BackendStatusError("x", status=400)), 502,
+         "fuser_rejected"),
+        (ConfigError("bad"), 500, "config_error"),
+        (BlendError("?"), 500, "internal_error"),
     ],
 )
 def test_table_lookup_along_the_mro(exc: BlendError, status: int, code: str | None) -> None:
@@ -57,6 +72,50 @@ def test_table_lookup_along_the_mro(exc: BlendError, status: int, code: str | No
     assert (error.status, error.info.code) == (status, code)
     assert error.info.type == ("invalid_request_error" if status < 500 else "server_error")
     assert lookup(exc).status == status
+
+
+def test_every_blend_error_class_has_its_own_row() -> None:
+    def subclasses(cls: type[BlendError]) -> list[type[BlendError]]:
+        return [cls] + [s for sub in cls.__subclasses__() for s in subclasses(sub)]
+
+    library = [c for c in subclasses(BlendError) if c.__module__ == "ensemble.errors"]
+    assert [c.__name__ for c in library if c not in ERROR_TABLE] == []
+
+
+@pytest.mark.parametrize(
+    ("status", "relayed", "code", "retry"),
+    [
+        (400, 400, "upstream_rejected", "false"),  # e.g. context length exceeded
+        (413, 413, "upstream_rejected", "false"),
+        (422, 422, "upstream_rejected", "false"),
+        (429, 429, "upstream_rate_limited", None),  # may succeed later: the SDK retries it
+        (401, 502, "upstream_rejected", "false"),  # the gateway's upstream key: not the client
+        (404, 502, "upstream_rejected", "false"),
+        (408, 502, "upstream_error", None),
+        (503, 502, "upstream_error", None),
+    ],
+)
+def test_upstream_status_is_relayed_truthfully(
+    status: int, relayed: int, code: str, retry: str | None
+) -> None:
+    exc = BackendStatusError(f"upstream HTTP {status}: nope", backend="a", status=status,
+                             detail="This model's maximum context length is 8192 tokens.")
+    error = from_blend_error(exc)
+    assert (error.status, error.info.code, error.headers.get("x-should-retry")) == (
+        relayed, code, retry)
+    if relayed < 500:
+        assert error.info.message == "This model's maximum context length is 8192 tokens."
+
+
+@pytest.mark.parametrize(("statuses", "relayed"), [((400, 400), 400), ((413, 413), 413),
+                                                    ((400, 413), 400), ((401, 401), 400)])
+def test_members_rejected_relays_their_status_and_is_not_retried(
+    statuses: tuple[int, ...], relayed: int
+) -> None:
+    error = from_blend_error(MembersRejected("every member rejected it", status=statuses[0]
+                                             if len(set(statuses)) == 1 else 400))
+    assert (error.status, error.info.code) == (relayed, "members_rejected")
+    assert error.headers["x-should-retry"] == "false"
 
 
 def test_bare_exceptions_are_never_client_errors() -> None:

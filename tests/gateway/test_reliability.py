@@ -6,17 +6,19 @@ connection while it streams; these tests check what happens to it when the clien
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from fastapi import FastAPI
 
 from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from tests.fixtures.fake_upstreams import REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]
@@ -96,3 +98,92 @@ def test_stop_during_fuse_stream_cancels_upstream_and_frees_the_pool(
         # the backend still serves: a new blend gets its fused first token
         assert first_content_then_hang_up(client, "fuse-stall")
         assert wait_until(lambda: fake_upstreams.stream_hangups == STOPS + 1)
+
+
+# --------------------------------------------------------------------------- truthful errors
+
+
+def errors_config(up: FakeUpstreams) -> BlendgateConfig:
+    return parse_config({
+        "server": {"api_keys_env": None},
+        "backends": {
+            "good": _backend(up.ok),
+            "picky": _backend(up.reject400, expose=True),
+            "picky2": _backend(up.reject400),
+            "broken": _backend(up.error500),
+            "stuck": _backend(up.hang, timeout_s=0.3),
+        },
+        "models": [
+            {"type": "ensemble", "id": "all-reject", "ranker": {"type": "none"},
+             "members": [{"backend": "picky"}, {"backend": "picky2"}]},
+            {"type": "ensemble", "id": "some-reject", "ranker": {"type": "none"},
+             "members": [{"backend": "picky"}, {"backend": "broken"}]},
+            {"type": "ensemble", "id": "all-slow", "ranker": {"type": "none"},
+             "member_timeout_s": 0.3, "members": [{"backend": "stuck"}]},
+            {"type": "ensemble", "id": "fuse-500", "ranker": {"type": "none"},
+             "fuser": {"type": "llm", "backend": "broken"}, "members": [{"backend": "good"}]},
+            {"type": "ensemble", "id": "fuse-400", "ranker": {"type": "none"},
+             "fuser": {"type": "llm", "backend": "picky"}, "members": [{"backend": "good"}]},
+            {"type": "ensemble", "id": "fuse-hang", "ranker": {"type": "none"},
+             "fuser": {"type": "llm", "backend": "stuck"}, "members": [{"backend": "good"}]},
+        ],
+    })
+
+
+@pytest.fixture
+async def errors_http(fake_upstreams: FakeUpstreams) -> Any:
+    app = create_app(errors_config(fake_upstreams))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("model", "status", "code", "retry"),
+    [
+        ("picky", 400, "upstream_rejected", "false"),
+        ("all-reject", 400, "members_rejected", "false"),
+        ("some-reject", 502, "all_members_failed", None),
+        ("all-slow", 504, "members_timed_out", None),
+        ("fuse-500", 502, "fuser_upstream_error", None),
+        ("fuse-400", 502, "fuser_rejected", "false"),
+        ("fuse-hang", 504, "fuser_timeout", None),
+    ],
+)
+async def test_failures_are_labelled_truthfully(
+    errors_http: httpx.AsyncClient, model: str, status: int, code: str, retry: str | None,
+    stream: bool,
+) -> None:
+    response = await errors_http.post("/v1/chat/completions", json={
+        "model": model, "messages": MESSAGES, "stream": stream})
+    if stream and response.status_code == 200:  # failed after the headers: one error event
+        error = next(json.loads(line[6:])["error"] for line in response.text.splitlines()
+                     if line.startswith("data: {\"error\""))
+        assert response.text.rstrip().endswith("data: [DONE]")
+    else:
+        assert response.status_code == status, response.text
+        assert response.headers.get("x-should-retry") == retry
+        error = response.json()["error"]
+    assert error["code"] == code
+    if model == "picky":
+        assert error["message"] == REJECT400_MESSAGE
+    if model == "all-reject":  # names every member that rejected it, with the reason
+        assert "picky: BackendStatusError" in error["message"]
+        assert "picky2: BackendStatusError" in error["message"]
+        assert "maximum context length" in error["message"]
+    if model == "some-reject":
+        assert "picky: BackendStatusError: upstream HTTP 400" in error["message"]
+
+
+@pytest.mark.parametrize("model", ["picky", "all-reject", "fuse-400"])
+async def test_the_sdk_never_retries_a_rejected_request(
+    errors_http: httpx.AsyncClient, fake_upstreams: FakeUpstreams, model: str
+) -> None:
+    api = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="k", http_client=errors_http,
+                             max_retries=3)
+    with pytest.raises(openai.APIStatusError):
+        await api.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
+    rejected = [m for m, _ in fake_upstreams.requests if m == "reject400"]
+    assert len(rejected) == (2 if model == "all-reject" else 1)  # one try, no retries

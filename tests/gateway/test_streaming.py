@@ -98,7 +98,7 @@ async def test_mid_stream_failure_sends_one_error_event_then_done(
     assert payloads[-1] == "[DONE]"
     error_events = [json.loads(p) for p in payloads[:-1] if "error" in json.loads(p)]
     assert error_events == [{"error": {"message": "fuser crashed", "type": "server_error",
-                                       "param": None, "code": None}}]
+                                       "param": None, "code": "fuser_failed"}}]
     assert payloads[-2] == json.dumps(error_events[0])
     text = "".join(json.loads(p)["choices"][0]["delta"].get("content", "")
                    for p in payloads[:-2])

@@ -213,6 +213,20 @@ def length_sorted_batches(
     return groups
 
 
+def distinct_rows(rows: Sequence[Sequence[int]]) -> tuple[list[tuple[int, ...]], list[int]]:
+    """The distinct rows in a canonical order, and for each input row its index among them.
+
+    Canonical = longest first, then by token ids. A forward pass over these rows depends only on
+    the SET of rows, never on the order the caller built them in, and identical rows run once:
+    on some CPUs two identical rows of one batch differ in the last bits, which would break an
+    exact tie (duplicate candidates, ``compare(a, a)``) or the antisymmetry of swapping A and B.
+    """
+    keys = [tuple(r) for r in rows]
+    distinct = sorted(set(keys), key=lambda row: (-len(row), row))
+    position = {row: i for i, row in enumerate(distinct)}
+    return distinct, [position[k] for k in keys]
+
+
 def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest row: input_ids [B, L] (int64) and attention_mask [B, L]."""
     width = max(len(r) for r in rows)

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from ensemble.rankers.pairrm.inputs import (
     CANDIDATE_TOKEN,
     SOURCE_TOKEN,
+    distinct_rows,
     encode_segments,
     length_sorted_batches,
     neutralise,
@@ -73,15 +74,17 @@ def pair_logits(
 ) -> np.ndarray:
     """logit(left, right | source) per triple, float32 [P]; > 0 means LEFT is better.
 
-    Each distinct text is tokenized once; rows are length-sorted and run ``max_batch_pairs`` at a
-    time, and at most ``pairrm.max_batch_tokens`` padded tokens. Limits default to the
+    Each distinct text is tokenized once and each distinct token row runs once, in a canonical
+    order (:func:`distinct_rows`): identical rows get bit-identical logits, and the result does
+    not depend on the order of ``triples``. Rows are length-sorted and run ``max_batch_pairs`` at
+    a time, and at most ``pairrm.max_batch_tokens`` padded tokens. Limits default to the
     checkpoint's (1224 / 412 for PairRM).
     """
     if not triples:
         return np.zeros((0,), dtype=np.float32)
     src_max = source_max_length or pairrm.source_max_length
     cand_max = candidate_max_length or pairrm.candidate_max_length
-    rows = encode_pair_rows(pairrm, triples, src_max, cand_max)
+    rows, index = distinct_rows(encode_pair_rows(pairrm, triples, src_max, cand_max))
     out = np.zeros((len(rows),), dtype=np.float32)
     pad_id = pairrm.tokenizer.pad_token_id
     with torch.inference_mode():
@@ -92,7 +95,7 @@ def pair_logits(
             ids, mask = pad_rows([rows[i] for i in chunk], pad_id)  # [b, L]
             logits = pairrm.model(ids.to(pairrm.device), mask.to(pairrm.device))  # [b]
             out[chunk] = logits.float().cpu().numpy()
-    return out
+    return out[index]
 
 
 def encode_pair_rows(

@@ -1,0 +1,15 @@
+"""A/B testing of served models: experiments (sticky weighted splits), shadow runs judged by a
+ranker, human feedback, an SQL store of every event, and the statistics over them.
+
+Small modules, one idea each:
+
+* ``split``: which arm serves a user (a hash of the stickiness key, weighted).
+* ``events``: the frozen records that go to the store.
+* ``store``: SQLAlchemy (async) + Alembic migrations; writes batched off the request path.
+* ``judge``: a pairwise verdict (win / tie / loss) from any ranker, both orders averaged.
+* ``shadow``: a bounded queue of shadow runs; full means dropped and counted, never waited on.
+* ``stats``: Wilson intervals and the anytime-valid confidence sequence behind "enough evidence".
+* ``runtime``: what the gateway holds: the experiments in force (reloadable), the store, shadows.
+
+Nothing here imports the HTTP layer.
+"""
