@@ -157,7 +157,12 @@ class _RemoteServiceConfig(_Strict):
     """Another blendgate serving a model over HTTP (``blendgate serve --config
     configs/ranker-only.yaml``): its base URL, key and the client's timeouts."""
 
-    url: str  # the serving blendgate's base URL, e.g. http://ranker:8000 (no /v1)
+    url: AnyHttpUrl  # the serving blendgate's base URL, e.g. http://ranker:8000 (no /v1)
+
+    @property
+    def base(self) -> str:
+        """``url`` as written, without the trailing slash AnyHttpUrl adds to a bare host."""
+        return str(self.url).rstrip("/")
     api_key_env: str | None = None  # name of the env var holding that server's API key
     timeout_s: float = Field(30.0, gt=0)  # ranking: whole call; fusing: wait between events
     connect_timeout_s: float = Field(5.0, gt=0)

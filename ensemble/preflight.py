@@ -1,7 +1,8 @@
 """The resolve step that ``serve`` and ``check-config`` share: whatever a config names that must
 exist on this host, checked without loading any weights.
 
-- OpenAI backends: the environment variable named by ``api_key_env`` is set.
+- OpenAI backends, remote rankers and fusers: the environment variable named by
+  ``api_key_env`` is set.
 - llama.cpp backends: the GGUF file exists (a path, or the single/named ``.gguf`` inside the
   installed package of ``package:NAME``); for a chunked model, every chunk package is installed
   and holds one chunk (assembling the file is left to ``serve``).
@@ -34,11 +35,14 @@ from ensemble.config import (
     BlendgateConfig,
     ConsensusRankerConfig,
     EnsembleModelConfig,
+    FuserConfig,
     GenFuserConfig,
     LocalBackendConfig,
     OpenAIBackendConfig,
     PairRMRankerConfig,
     RankerConfig,
+    RemoteFuserConfig,
+    RemoteRankerConfig,
     RewardModelRankerConfig,
 )
 from ensemble.errors import ConfigError
@@ -87,19 +91,33 @@ def _references(
     for name, backend in config.backends.items():
         key = f"backends.{name}"
         if isinstance(backend, OpenAIBackendConfig):
-            if backend.api_key_env and not env.get(backend.api_key_env):
-                found.append(Finding(f"{key}.api_key_env", f"environment variable "
-                                     f"{backend.api_key_env} (the API key) is not set"))
+            _api_key(key, backend.api_key_env, env, found)
         elif isinstance(backend, LocalBackendConfig):
             yield from _local_backend(key, backend, found)
     for index, model in enumerate(config.models):
         if isinstance(model, EnsembleModelConfig):
-            yield from _ranker(f"models.{index}.ranker", model.ranker, found)
-            if isinstance(model.fuser, GenFuserConfig):
-                yield (f"models.{index}.fuser.checkpoint", model.fuser.checkpoint,
-                       model.fuser.cache_dir)
+            yield from _ranker(f"models.{index}.ranker", model.ranker, env, found)
+            yield from _fuser(f"models.{index}.fuser", model.fuser, env, found)
     if config.rank_service is not None:
-        yield from _ranker("rank_service", config.rank_service, found)
+        yield from _ranker("rank_service", config.rank_service, env, found)
+    if config.fuse_service is not None:
+        yield from _fuser("fuse_service", config.fuse_service, env, found)
+
+
+def _api_key(key: str, api_key_env: str | None, env: Mapping[str, str], found: list[Finding]
+             ) -> None:
+    if api_key_env and not env.get(api_key_env):
+        found.append(Finding(f"{key}.api_key_env",
+                             f"environment variable {api_key_env} (the API key) is not set"))
+
+
+def _fuser(
+    key: str, fuser: FuserConfig, env: Mapping[str, str], found: list[Finding]
+) -> Iterator[tuple[str, str, str | None]]:
+    if isinstance(fuser, GenFuserConfig):
+        yield f"{key}.checkpoint", fuser.checkpoint, fuser.cache_dir
+    elif isinstance(fuser, RemoteFuserConfig):
+        _api_key(key, fuser.api_key_env, env, found)
 
 
 def _local_backend(
@@ -128,9 +146,11 @@ def _local_backend(
 
 
 def _ranker(
-    key: str, ranker: RankerConfig, found: list[Finding]
+    key: str, ranker: RankerConfig, env: Mapping[str, str], found: list[Finding]
 ) -> Iterator[tuple[str, str, str | None]]:
-    if isinstance(ranker, (PairRMRankerConfig, RewardModelRankerConfig)):
+    if isinstance(ranker, RemoteRankerConfig):
+        _api_key(key, ranker.api_key_env, env, found)
+    elif isinstance(ranker, (PairRMRankerConfig, RewardModelRankerConfig)):
         yield f"{key}.checkpoint", ranker.checkpoint, ranker.cache_dir
     elif isinstance(ranker, ConsensusRankerConfig):
         if ranker.model.startswith(PACKAGE_PREFIX):

@@ -37,7 +37,7 @@ def service_client(cfg: RemoteRankerConfig | RemoteFuserConfig) -> httpx.AsyncCl
                           keepalive_expiry=2.0)  # under uvicorn's 5 s keep-alive, as upstreams
     transport = httpx.AsyncHTTPTransport(retries=cfg.connect_retries, limits=limits)
     return httpx.AsyncClient(
-        base_url=cfg.url.rstrip("/"),
+        base_url=cfg.base,
         transport=transport,
         timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
         headers=auth_headers(cfg.api_key_env),

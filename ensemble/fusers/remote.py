@@ -40,7 +40,7 @@ class RemoteFuser:
     """Fuses through another blendgate; see the module docstring."""
 
     def __init__(self, cfg: RemoteFuserConfig) -> None:
-        self.name = f"remote:{cfg.url}"
+        self.name = f"remote:{cfg.base}"
         self.cfg = cfg
         self._client = service_client(cfg)
         self._select = SelectFuser()

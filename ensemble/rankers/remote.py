@@ -39,7 +39,7 @@ class RemoteRanker:
     """Ranks through another blendgate; see the module docstring."""
 
     def __init__(self, cfg: RemoteRankerConfig) -> None:
-        self.name = f"remote:{cfg.url}"
+        self.name = f"remote:{cfg.base}"
         self.cfg = cfg
         self._client = service_client(cfg)
 

@@ -50,6 +50,12 @@ def test_base_url_must_be_an_absolute_http_url(url: str) -> None:
     assert f"got {url!r}" in message and "http(s) URL" in message
 
 
+def test_a_remote_ranker_url_is_checked_too() -> None:
+    message = config_error({"backends": {"a": OPENAI},
+                            "rank_service": {"type": "remote", "url": "ranker:8000"}})
+    assert message.startswith("x.yaml: rank_service.url: ") and "got 'ranker:8000'" in message
+
+
 def test_good_urls_keep_their_path() -> None:
     for url in ("http://vllm-qwen:8000/v1", "https://api.example.com/v1", "http://10.0.0.2:8001"):
         config = parse_config({"backends": {"a": {**OPENAI, "base_url": url}}})
@@ -126,6 +132,9 @@ def with_models(members_and_more: str) -> str:
          ["models.0.ranker.checkpoint", "directory './no/rm' does not exist"]),
         (with_models("[{backend: a}], fuser: {type: genfuser, checkpoint: /no/fuser}"),
          ["models.0.fuser.checkpoint", "'/no/fuser' does not exist"]),
+        (REMOTE + "rank_service: {type: remote, url: 'http://r:1', "
+                  "api_key_env: BLENDGATE_TEST_UNSET_KEY}\n",
+         ["rank_service.api_key_env", "BLENDGATE_TEST_UNSET_KEY (the API key) is not set"]),
         (REMOTE + "rank_service: {type: consensus, model: 'package:no_minilm_pkg'}\n",
          ["rank_service.model", "'no_minilm_pkg' is not installed"]),
     ],
