@@ -261,7 +261,12 @@ class EnsembleModelConfig(_Strict):
     top_k: int = Field(3, ge=1)
     min_candidates: int = Field(1, ge=1)
     member_timeout_s: float = Field(60.0, gt=0)
+    # Bounds the whole request: fan-out, ranking, fusing and every streamed token.
     deadline_s: float = Field(120.0, gt=0)
+    # When the deadline passes after the fan-out: "error" answers 504 (mid-stream: one error
+    # event); "best_candidate" answers the best-ranked candidate (unranked: the members'
+    # order) if no fused token was sent yet.
+    on_deadline: Literal["error", "best_candidate"] = "error"
 
 
 class SingleModelConfig(_Strict):

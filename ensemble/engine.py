@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self, TypeVar
@@ -40,6 +41,7 @@ from ensemble.config import (
     SingleModelConfig,
 )
 from ensemble.errors import (
+    DeadlineExceeded,
     FuserError,
     InvalidParamsError,
     OverloadedError,
@@ -276,12 +278,19 @@ class BlendEngine:
 
     async def _complete_ensemble(self, ens: _Ensemble, request: BlendRequest) -> BlendResult:
         started = time.perf_counter()
-        chosen = await self._select(ens, request)
+        deadline = _Deadline.start(ens.cfg)
+        chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
-        fused = await _all([
-            _fuse_text(ens.fuser, request.messages, chosen.top, request.params)
-            for _ in range(request.n)
-        ])
+        try:
+            async with deadline.bound("fusing"):
+                fused = await _all([
+                    _fuse_text(ens.fuser, request.messages, chosen.top, request.params)
+                    for _ in range(request.n)
+                ])
+        except DeadlineExceeded:
+            if not deadline.fallback:
+                raise
+            fused = [_Fused(chosen.top[0], "stop", Usage(), DEADLINE_FALLBACK)] * request.n
         done = time.perf_counter()
         choices = [Choice(i, f.text, f.finish_reason) for i, f in enumerate(fused)]
         usage = sum((f.usage for f in fused), chosen.fanout.usage)
@@ -293,35 +302,91 @@ class BlendEngine:
         self, ens: _Ensemble, request: BlendRequest
     ) -> AsyncIterator[TextDelta | StreamEnd]:
         started = time.perf_counter()
-        chosen = await self._select(ens, request)
+        deadline = _Deadline.start(ens.cfg)
+        chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
-        streams = await _all([
-            _start_fuse(ens.fuser, request.messages, chosen.top, request.params)
-            for _ in range(request.n)
-        ])
         usage = chosen.fanout.usage
-        async with closing(_merge(streams)) as merged:
-            async for choice, delta in merged:
-                usage += delta.usage or Usage()
-                yield replace(delta, index=choice)
+        fuser = DEADLINE_FALLBACK
+        sent = False
+        try:
+            async with deadline.bound("fusing"):
+                streams = await _all([
+                    _start_fuse(ens.fuser, request.messages, chosen.top, request.params)
+                    for _ in range(request.n)
+                ])
+            fuser = streams[0].fuser
+            async with closing(_merge(streams, deadline)) as merged:
+                async for choice, delta in merged:
+                    usage += delta.usage or Usage()
+                    sent = True
+                    yield replace(delta, index=choice)
+        except DeadlineExceeded:
+            if sent or not deadline.fallback:
+                raise  # mid-stream: the gateway sends one error event, then [DONE]
+            fuser = DEADLINE_FALLBACK
+            for choice in range(request.n):
+                yield TextDelta(chosen.top[0], choice, "stop")
         done = time.perf_counter()
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
-        yield StreamEnd(usage, _report(chosen, streams[0].fuser, timings))
+        yield StreamEnd(usage, _report(chosen, fuser, timings))
 
-    async def _select(self, ens: _Ensemble, request: BlendRequest) -> _Selection:
+    async def _select(
+        self, ens: _Ensemble, request: BlendRequest, deadline: _Deadline
+    ) -> _Selection:
         started = time.perf_counter()
         members = ens.fanout_members(request.params)
         result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
-                               deadline_s=ens.cfg.deadline_s)
+                               deadline_s=deadline.left_s())
         fanned_out = time.perf_counter()
         texts = [c.text for c in result.candidates]
         ranking = None
         top = texts
         if len(texts) > 1:
-            ranking = await _rank(ens.ranker, request.messages, texts)
-            top = [texts[i] for i in ranking.order()]
+            try:
+                async with deadline.bound("ranking"):
+                    ranking = await _rank(ens.ranker, request.messages, texts)
+                top = [texts[i] for i in ranking.order()]
+            except DeadlineExceeded:
+                if not deadline.fallback:
+                    raise
+                # unranked: the members' order, as the ``none`` ranker would give
         return _Selection(result, ranking, tuple(top[: ens.cfg.top_k]),
                           fanned_out - started, time.perf_counter() - fanned_out)
+
+
+DEADLINE_FALLBACK = "none (deadline)"  # BlendReport.fuser when on_deadline answered
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    """One ensemble request's ``deadline_s``, shared by fan-out, ranking and fusing.
+
+    ``bound(stage)`` runs a block under it and turns its expiry into ``DeadlineExceeded``.
+    Each await is bounded on its own (never a scope spanning a ``yield``, which would cancel
+    whatever the consumer is doing), so a fuse stream that trickles tokens is cut too.
+    """
+
+    at: float  # loop time
+    seconds: float
+    fallback: bool  # on_deadline: best_candidate
+
+    @classmethod
+    def start(cls, cfg: EnsembleModelConfig) -> _Deadline:
+        now = asyncio.get_running_loop().time()
+        return cls(now + cfg.deadline_s, cfg.deadline_s, cfg.on_deadline == "best_candidate")
+
+    def left_s(self) -> float:
+        return max(0.0, self.at - asyncio.get_running_loop().time())
+
+    @asynccontextmanager
+    async def bound(self, stage: str) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout_at(self.at):
+                yield
+        except TimeoutError as exc:
+            if self.left_s() > 0:
+                raise  # someone else's timeout
+            raise DeadlineExceeded(f"deadline of {self.seconds:g}s passed while {stage}") from exc
 
 
 # ---------------------------------------------------------------------- helpers
@@ -376,11 +441,14 @@ async def _fuse_text(
     return _Fused("".join(parts), finish, usage, stream.fuser)
 
 
-async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, TextDelta]]:
+async def _merge(
+    streams: Sequence[FuseStream], deadline: _Deadline | None = None
+) -> AsyncIterator[tuple[int, TextDelta]]:
     """Interleave several fuse streams as their deltas arrive: (choice index, delta).
 
     One task per stream feeds a queue; the first failure is raised (as ``FuserError``) and
-    stops the others; leaving early cancels and closes every stream.
+    stops the others; leaving early cancels and closes every stream. Each wait for the next
+    delta is bounded by ``deadline`` (``DeadlineExceeded``).
     """
     queue: asyncio.Queue[tuple[int, TextDelta | None] | BaseException] = asyncio.Queue()
 
@@ -400,7 +468,11 @@ async def _merge(streams: Sequence[FuseStream]) -> AsyncIterator[tuple[int, Text
     try:
         running = len(tasks)
         while running:
-            item = await queue.get()
+            if deadline is None:
+                item = await queue.get()
+            else:
+                async with deadline.bound("fusing"):
+                    item = await queue.get()
             if isinstance(item, BaseException):
                 raise item
             choice, delta = item

@@ -18,10 +18,11 @@ from fastapi import FastAPI
 
 from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
-from tests.fixtures.fake_upstreams import REJECT400_MESSAGE, FakeUpstreams
+from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]
+FOX = DEFAULT_TEXTS[0]
 STOPS = 70  # over the default max_connections (64): a leak would exhaust the pool
 
 
@@ -187,3 +188,90 @@ async def test_the_sdk_never_retries_a_rejected_request(
         await api.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
     rejected = [m for m, _ in fake_upstreams.requests if m == "reject400"]
     assert len(rejected) == (2 if model == "all-reject" else 1)  # one try, no retries
+
+
+# --------------------------------------------------------------------------- deadline_s
+
+DEADLINE_S = 1.5
+
+
+def deadline_config(up: FakeUpstreams) -> BlendgateConfig:
+    def blend(model_id: str, fuse_backend: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "ensemble", "id": model_id, "ranker": {"type": "none"},
+                "fuser": {"type": "llm", "backend": fuse_backend}, "deadline_s": DEADLINE_S,
+                "members": [{"backend": "good"}], **extra}
+
+    return parse_config({
+        "server": {"api_keys_env": None},
+        "backends": {"good": _backend(up.ok), "stuck": _backend(up.hang),
+                     "trickling": _backend(up.trickle)},
+        "models": [
+            blend("fuse-hangs", "stuck"),
+            blend("fuse-trickles", "trickling"),
+            blend("fuse-hangs-fallback", "stuck", on_deadline="best_candidate"),
+            blend("fuse-trickles-fallback", "trickling", on_deadline="best_candidate"),
+        ],
+    })
+
+
+@pytest.fixture
+def deadline_url(fake_upstreams: FakeUpstreams) -> Iterator[str]:
+    with running_server(create_app(deadline_config(fake_upstreams))) as base:
+        yield base
+
+
+def timed_post(base: str, model: str, stream: bool) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
+        "model": model, "messages": MESSAGES, "stream": stream})
+    return time.monotonic() - started, response
+
+
+def sse_payloads(response: httpx.Response) -> list[str]:
+    return [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("model", ["fuse-hangs", "fuse-trickles"])
+def test_deadline_bounds_the_fuse_stage(
+    deadline_url: str, fake_upstreams: FakeUpstreams, model: str
+) -> None:
+    elapsed, response = timed_post(deadline_url, model, stream=False)
+    assert elapsed < DEADLINE_S + 1.0
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "deadline_exceeded"
+    assert "while fusing" in response.json()["error"]["message"]
+
+    elapsed, response = timed_post(deadline_url, model, stream=True)
+    assert elapsed < DEADLINE_S + 1.0
+    assert response.status_code == 200  # headers went out before the deadline
+    payloads = sse_payloads(response)
+    assert payloads[-1] == "[DONE]"
+    errors = [json.loads(p)["error"] for p in payloads[:-1] if p.startswith('{"error"')]
+    assert [e["code"] for e in errors] == ["deadline_exceeded"]
+    if model == "fuse-trickles":  # tokens flowed until the deadline cut the stream
+        assert any('"content":" ' in p for p in payloads)
+    # the cut fuse call was hung up on, not left running
+    assert wait_until(lambda: fake_upstreams.hanging == 0 and fake_upstreams.streaming == 0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_on_deadline_best_candidate_answers_with_the_top_candidate(
+    deadline_url: str, stream: bool
+) -> None:
+    elapsed, response = timed_post(deadline_url, "fuse-hangs-fallback", stream=stream)
+    assert elapsed < DEADLINE_S + 1.0
+    assert response.status_code == 200
+    if not stream:
+        assert response.json()["choices"][0]["message"]["content"] == FOX
+        return
+    chunks = [json.loads(p) for p in sse_payloads(response)[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
+                   if c["choices"]) == FOX
+
+
+def test_on_deadline_mid_stream_is_an_error_event_not_a_second_answer(deadline_url: str) -> None:
+    elapsed, response = timed_post(deadline_url, "fuse-trickles-fallback", stream=True)
+    assert elapsed < DEADLINE_S + 1.0
+    payloads = sse_payloads(response)
+    assert payloads[-1] == "[DONE]"
+    assert json.loads(payloads[-2])["error"]["code"] == "deadline_exceeded"
