@@ -59,6 +59,7 @@ class BatchWorker(Generic[T, R]):
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix=f"blendgate-{name}")
         self._consumer: asyncio.Task[None] | None = None
         self._carry: _Pending[T, R] | None = None
+        self.batches_run = 0  # calls of ``process`` so far (tests and stats count batching)
 
     async def run(self, fn: Callable[[], U]) -> U:
         """Run an arbitrary call on this worker's device thread (loading, warm-up)."""
@@ -109,6 +110,7 @@ class BatchWorker(Generic[T, R]):
             if not batch:
                 continue
             items = [p.item for p in batch]
+            self.batches_run += 1
             try:
                 results = await loop.run_in_executor(self.executor, self._process, items)
             except Exception as exc:  # noqa: BLE001 - every waiter gets the model's error

@@ -339,6 +339,53 @@ class StoreConfig(_Strict):
         if self.url:
             return self.url
         return f"sqlite+aiosqlite:///{Path(self.data_dir) / 'blendgate.db'}"
+# --------------------------------------------------------------------------- Ray Serve
+
+
+class RayAutoscalingConfig(_Strict):
+    """Ray Serve autoscaling on ongoing requests per replica (replaces ``num_replicas``)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RayAutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class RayDeploymentConfig(_Strict):
+    """One Ray Serve deployment's replicas and resources."""
+
+    num_replicas: int = Field(1, ge=1)  # fixed count; ignored when ``autoscaling`` is set
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)  # fractions (0.5) let deployments share a GPU
+    max_ongoing_requests: int = Field(64, ge=1)
+    autoscaling: RayAutoscalingConfig | None = None
+
+
+class RayModelDeploymentConfig(RayDeploymentConfig):
+    """A ranker or fuser deployment; ``@serve.batch`` gathers calls from every gateway replica."""
+
+    max_batch_size: int = Field(16, ge=1)  # calls (rankings / fuses) per batch
+    batch_wait_ms: float = Field(5.0, ge=0)
+
+
+class RayConfig(_Strict):
+    """``blendgate serve --engine ray``: the gateway and each model as Ray Serve deployments.
+
+    Every distinct model-backed ranker (pairrm, reward_model, consensus) gets a deployment
+    with ``ranker``'s settings, every GenFuser one with ``fuser``'s; the gateway (FastAPI
+    ingress) gets ``gateway``'s. Other rankers and fusers (llm, none, remote) run in the
+    gateway replicas.
+    """
+
+    app_name: str = "blendgate"
+    gateway: RayDeploymentConfig = Field(default_factory=RayDeploymentConfig)
+    ranker: RayModelDeploymentConfig = Field(default_factory=RayModelDeploymentConfig)
+    fuser: RayModelDeploymentConfig = Field(default_factory=RayModelDeploymentConfig)
 
 
 # --------------------------------------------------------------------------- server
@@ -376,6 +423,7 @@ class BlendgateConfig(_Strict):
     experiments: list[ExperimentConfig] = Field(default_factory=list)
     # The experiment store; None: SQLite in ./data when experiments are configured, else none.
     store: StoreConfig | None = None
+    ray: RayConfig = Field(default_factory=RayConfig)  # used only by --engine ray
 
     @model_validator(mode="after")
     def _check_references(self) -> BlendgateConfig:

@@ -12,7 +12,7 @@ by status, and anything else as a generic 500 logged with its stack.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -39,16 +39,23 @@ from gateway.streaming import ClientDisconnected
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: BlendgateConfig, *, engine: Engine | None = None,
-               config_path: Path | None = None) -> FastAPI:
+def create_app(
+    config: BlendgateConfig,
+    *,
+    engine: Engine | None = None,
+    config_path: Path | None = None,
+    build_engine: Callable[[BlendgateConfig], Awaitable[Engine]] | None = None,
+) -> FastAPI:
     """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI);
-    ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads."""
+    ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads. ``build_engine``
+    builds the app's own engine another way (the Ray Serve ingress: rankers and fusers as
+    deployment clients); default ``BlendEngine.from_config``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = engine is None
         if engine is None:
-            app.state.engine = await BlendEngine.from_config(config)
+            app.state.engine = await (build_engine or BlendEngine.from_config)(config)
         else:
             app.state.engine = engine
         try:

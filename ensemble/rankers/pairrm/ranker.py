@@ -100,6 +100,11 @@ class PairRMRanker:
         holder.append(await worker.load(build))
         return cls(cfg, holder[0], worker)
 
+    @property
+    def batches_run(self) -> int:
+        """Pooled model calls so far (pairs of concurrent requests share one)."""
+        return self._worker.batches_run
+
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:
         prompt = chat_prompt(messages)
         return await self.rank_source(prompt.source, [prompt.candidate(c) for c in candidates])

@@ -1,0 +1,132 @@
+"""blendgate as a Ray Serve application: ``blendgate serve --engine ray`` or ``serve run``.
+
+Deployments (replicas and resources from the config's ``ray:`` section):
+
+- ``gateway``: the FastAPI gateway (``create_app``) as the ingress, N CPU replicas. Same
+  routes, errors, metrics and transparency field as one process; its engine ranks and fuses
+  through the model deployments below.
+- ``ranker-0``, ``ranker-1``...: one per distinct model ranker config (PairRM, reward model,
+  consensus), ``num_gpus`` may be a fraction; ``@serve.batch`` gathers the rankings of every
+  gateway replica (``ensemble.ray_serve.RankerModel``).
+- ``fuser-0``...: one per distinct GenFuser config, streaming ``@serve.batch``.
+
+Members stay OpenAI-compatible URLs (vLLM servers, or vLLM on the same Ray cluster).
+
+Import path for Ray's own CLI (an application builder; ``config`` is the YAML path)::
+
+    serve run gateway.ray_app:app_builder config=configs/default.yaml
+
+``/metrics`` is answered by whichever gateway replica the request reaches: each replica counts
+its own requests. Scrape replicas one by one (e.g. Kubernetes pods) for totals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from ensemble.config import (
+    BlendgateConfig,
+    EnsembleModelConfig,
+    FuserConfig,
+    RankerConfig,
+    load_config,
+)
+from ensemble.engine import BlendEngine
+from ensemble.ray_serve import (
+    MODEL_FUSERS,
+    MODEL_RANKERS,
+    FuserModel,
+    RankerModel,
+    config_key,
+    deployment_options,
+    ray_builders,
+)
+from gateway.app import create_app
+from gateway.deps import Engine
+
+logger = logging.getLogger(__name__)
+
+
+@serve.ingress()
+class GatewayIngress:
+    """The gateway app, built in each replica after the model deployments' handles arrive."""
+
+    def __init__(
+        self,
+        config_json: str,
+        rankers: Mapping[str, DeploymentHandle],
+        fusers: Mapping[str, DeploymentHandle],
+    ) -> None:
+        self._config = BlendgateConfig.model_validate_json(config_json)
+        self._builders = ray_builders(rankers, fusers)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        ranker_builder, fuser_builder = self._builders
+
+        async def build_engine(config: BlendgateConfig) -> Engine:
+            return await BlendEngine.from_config(
+                config, ranker_builder=ranker_builder, fuser_builder=fuser_builder)
+
+        return create_app(self._config, build_engine=build_engine)
+
+
+def model_rankers(config: BlendgateConfig) -> list[RankerConfig]:
+    """Distinct ranker configs that hold a model (ensembles' and ``rank_service``)."""
+    found = [m.ranker for m in config.models if isinstance(m, EnsembleModelConfig)]
+    found += [config.rank_service] if config.rank_service is not None else []
+    return list({config_key(c): c for c in found if c.type in MODEL_RANKERS}.values())
+
+
+def model_fusers(config: BlendgateConfig) -> list[FuserConfig]:
+    found = [m.fuser for m in config.models if isinstance(m, EnsembleModelConfig)]
+    found += [config.fuse_service] if config.fuse_service is not None else []
+    return list({config_key(c): c for c in found if c.type in MODEL_FUSERS}.values())
+
+
+def build_application(config: BlendgateConfig) -> Application:
+    """The Serve application for ``config``: ingress bound to its model deployments."""
+    ray_cfg = config.ray
+    rankers = {
+        config_key(cfg): serve.deployment(RankerModel).options(
+            **deployment_options(f"ranker-{i}", ray_cfg.ranker)
+        ).bind(cfg.model_dump_json(), ray_cfg.ranker.model_dump_json())
+        for i, cfg in enumerate(model_rankers(config))
+    }
+    fusers = {
+        config_key(cfg): serve.deployment(FuserModel).options(
+            **deployment_options(f"fuser-{i}", ray_cfg.fuser)
+        ).bind(cfg.model_dump_json(), config.model_dump_json(), ray_cfg.fuser.model_dump_json())
+        for i, cfg in enumerate(model_fusers(config))
+    }
+    ingress = serve.deployment(GatewayIngress).options(
+        **deployment_options("gateway", ray_cfg.gateway))
+    return ingress.bind(config.model_dump_json(), rankers, fusers)
+
+
+def app_builder(args: dict[str, str]) -> Application:
+    """``serve run gateway.ray_app:app_builder config=PATH``."""
+    return build_application(load_config(args.get("config", "configs/default.yaml")))
+
+
+def serve_on_ray(
+    config: BlendgateConfig, *, host: str, port: int, address: str | None = None
+) -> None:
+    """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_application(config), name=config.ray.app_name, route_prefix="/")
+    logger.info("blendgate on Ray Serve: http://%s:%d (Ctrl-C stops)", host, port)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
