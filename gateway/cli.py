@@ -55,6 +55,13 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=settings.port, help=f"default {settings.port}")
     serve.add_argument("--log-level", default=settings.log_level,
                        choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--engine", choices=["process", "ray"], default="process",
+                       help="process: everything in this process (default); ray: a Ray Serve "
+                            "application (gateway replicas + model deployments, the config's "
+                            "ray: section; needs the ray extra)")
+    serve.add_argument("--ray-address", default=None,
+                       help="with --engine ray: the Ray cluster to join (default: start a "
+                            "local Ray, or RAY_ADDRESS)")
 
     check = commands.add_parser(
         "check-config", help="validate a config and find what it names (as serve does, "
@@ -85,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # httpx logs every upstream request at INFO: one line per member call is noise, and
         # its formatting showed up in the gateway's per-request CPU profile.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+        if args.engine == "ray":
+            serve_ray(config, host=args.host, port=args.port, address=args.ray_address)
+            return 0
         asyncio.run(serve(config, host=args.host, port=args.port, log_level=args.log_level,
                           config_path=Path(config_path)))
     except ConfigError as exc:
@@ -105,6 +115,16 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
         await server.serve()
     finally:
         await engine.aclose()
+
+
+def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:
+    """``serve --engine ray``: the same config as a Ray Serve application (gateway/ray_app.py)."""
+    try:
+        from gateway.ray_app import serve_on_ray
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray Serve: pip install 'blendgate[ray]' ({exc})",
+                          key="--engine") from exc
+    serve_on_ray(config, host=host, port=port, address=address)
 
 
 def _reload_on_sighup(app: FastAPI) -> None:
@@ -154,6 +174,10 @@ def describe(config: BlendgateConfig) -> str:
             f"  {model_id}  (ensemble: {members}; ranker {ensemble.ranker.type}, "
             f"fuser {ensemble.fuser.type}, top_k {ensemble.top_k})"
         )
+    if config.rank_service is not None:
+        lines.append(f"  POST /v1/rank, /v1/compare  (rank_service: {config.rank_service.type})")
+    if config.fuse_service is not None:
+        lines.append(f"  POST /v1/fuse  (fuse_service: {config.fuse_service.type})")
     return "\n".join(lines)
 
 

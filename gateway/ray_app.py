@@ -14,7 +14,7 @@ Members stay OpenAI-compatible URLs (vLLM servers, or vLLM on the same Ray clust
 
 Import path for Ray's own CLI (an application builder; ``config`` is the YAML path)::
 
-    serve run gateway.ray_app:app_builder config=configs/default.yaml
+    serve run gateway.ray_app:app_builder config=configs/vllm-three-models.yaml
 
 ``/metrics`` is answered by whichever gateway replica the request reaches: each replica counts
 its own requests. Scrape replicas one by one (e.g. Kubernetes pods) for totals.
@@ -50,6 +50,7 @@ from ensemble.ray_serve import (
 )
 from gateway.app import create_app
 from gateway.deps import Engine
+from gateway.settings import default_config_path
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def build_application(config: BlendgateConfig) -> Application:
 
 def app_builder(args: dict[str, str]) -> Application:
     """``serve run gateway.ray_app:app_builder config=PATH``."""
-    return build_application(load_config(args.get("config", "configs/default.yaml")))
+    return build_application(load_config(args.get("config") or default_config_path()))
 
 
 def serve_on_ray(
