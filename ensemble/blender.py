@@ -19,6 +19,8 @@ Deliberate differences from llm-blender 0.0.2 (each one documented where it happ
 - Validation raises ``ValueError``/``TypeError`` instead of ``assert``: unknown ``compare``
   modes, unknown ``pairrm_cmp_type`` values and unknown keyword arguments are rejected instead of
   silently falling back. Using a method before ``loadranker`` raises ``RuntimeError``.
+- ``pairrm_cmp_type="max_wins"`` ranks by pairs won, LLM-Blender's "max_wins" policy (spec 1.7);
+  the original's ``get_best_of_n`` treated every value but "bubble" as "full".
 - Single-order ``compare`` logits are float32 on every device (the original returned the model
   dtype, float16 on CUDA).
 - Pointwise reward models: any one-label ``AutoModelForSequenceClassification`` checkpoint
@@ -50,6 +52,7 @@ from ensemble.rankers.pairrm import (
     pair_logits,
     ranks_from_scores,
     scores_from_matrix,
+    wins_from_matrix,
 )
 from ensemble.rankers.pairrm.inputs import CONVERSATION_INSTRUCTION, join_source
 from ensemble.rankers.reward_model import RewardModel, encode, load_reward_model, reward_scores
@@ -58,7 +61,7 @@ from ensemble.types import ChatMessage
 COMBINED_MODE = "[A,B]+[B,A]"
 COMPARE_MODES = ("[A,B]", "[B,A]", COMBINED_MODE)
 REF_MODES = ("longest", "shortest", "median_length", "first", "last")
-CMP_TYPES = ("bubble", "full")
+CMP_TYPES = ("bubble", "full", "max_wins")
 SAMPLING_MODES = ("top_p_sampling", "top_k_sampling", None)
 # loadranker keyword arguments that change behaviour (RankerConfig field names of the original).
 # The original's four, plus blendgate's PairRM speed options ``attention`` and ``compile``.
@@ -302,27 +305,48 @@ class Blender(FusionMixin):
     def _scores(
         self, sources: list[str], candidates: Sequence[Sequence[str]], batch_size: int, limits: Limits
     ) -> np.ndarray:
-        """float32 scores [N, n] from the full matrix over each item's DISTINCT texts.
-
-        Identical candidates share one matrix row/column, so they tie exactly (the original's
-        separate passes gave bit-identical logits; rows of one pooled batch need not) and cost
-        nothing extra; the pair of duplicates contributes M[i,j] - M[j,i] = 0, as in the original.
-        """
+        """float32 scores [N, n]: the reward model's, or PairRM's "max_logits" means."""
         ranker = self._loaded()
         if isinstance(ranker, RewardModel):
             flat = _pointwise(ranker, [(s, c) for s, cands in zip(sources, candidates) for c in cands],
                               _check_batch_size(batch_size))
             return flat.reshape(len(sources), -1)  # [N, n]
+        return scores_from_matrix(self._matrices(sources, candidates, batch_size, limits))
+
+    def _matrices(
+        self, sources: list[str], candidates: Sequence[Sequence[str]], batch_size: int, limits: Limits
+    ) -> np.ndarray:
+        """PairRM's full matrices [N, n, n], computed over each item's DISTINCT texts.
+
+        Identical candidates share one matrix row/column, so they tie exactly (the original's
+        separate passes gave bit-identical logits; rows of one pooled batch need not) and cost
+        nothing extra; the pair of duplicates reads the diagonal, 0: it contributes
+        M[i,j] - M[j,i] = 0 to "max_logits", as in the original.
+        """
         uniques = [list(dict.fromkeys(c)) for c in candidates]
         matrices = full_matrices(
-            ranker, sources, uniques, max_batch_pairs=_check_batch_size(batch_size), **limits
+            self._pairrm(), sources, uniques, max_batch_pairs=_check_batch_size(batch_size),
+            **limits,
         )  # per item [u, u]
         expanded = []
         for cands, unique, m in zip(candidates, uniques, matrices):
             index = np.array([unique.index(c) for c in cands])  # [n]
-            full = m[np.ix_(index, index)]  # [n, n]; duplicates' pairs read the diagonal: 0
-            expanded.append(full)
-        return scores_from_matrix(np.stack(expanded))  # [N, n] float32
+            expanded.append(m[np.ix_(index, index)])  # [n, n]
+        return np.stack(expanded)
+
+    def _max_wins_ranks(
+        self, inputs: Sequence[str], candidates: Sequence[Sequence[str]],
+        instructions: Sequence[str] | None, batch_size: int,
+    ) -> np.ndarray:
+        """int32 ranks [N, n] by pairs won (LLM-Blender's "max_wins", spec 1.7).
+
+        A pair of identical candidates is not run (it reads 0 in :meth:`_matrices`); in the
+        original its two orders give one equal logit x != 0, and whatever its sign, each copy
+        wins exactly one of the two orders: that one win each is added back here.
+        """
+        matrix = self._matrices(_sources(inputs, instructions), candidates, batch_size, {})
+        copies = np.array([[list(c).count(text) - 1 for text in c] for c in candidates])
+        return ranks_from_scores(wins_from_matrix(matrix) + copies)
 
     def compare(
         self,
@@ -450,6 +474,9 @@ class Blender(FusionMixin):
         inputs, as the original), 2(n-1) comparisons, ties go to the later candidate;
         ``return_all`` gives [winner, losers in elimination order] (only the first is a ranking).
         "full": ``rank`` then candidates by ascending rank (ties: lower index first).
+        "max_wins": the same full matrix, ranked by the number of ordered pairs each candidate
+        wins (LLM-Blender's "max_wins" policy, spec 1.7), then as "full". Non-pairwise reward
+        models ignore ``pairrm_cmp_type`` and rank pointwise, as in the original.
         """
         return self._select(inputs, candidates, instructions, pairrm_cmp_type, return_all,
                             batch_size, worst=False)
@@ -479,12 +506,14 @@ class Blender(FusionMixin):
         _check_rectangular(inputs, candidates)
         if cmp_type == "full" or not isinstance(self._loaded(), PairRM):
             ranks = self.rank(inputs, candidates, instructions, batch_size=batch_size)
-            order = np.argsort(-ranks if worst else ranks, axis=1, kind="stable")
-            return _pick(candidates, order, return_all)
-        return _pick(candidates, self._bubble_order(inputs, candidates, instructions,
-                                                    _check_batch_size(batch_size), worst),
-                     return_all)
-
+        elif cmp_type == "max_wins":
+            ranks = self._max_wins_ranks(inputs, candidates, instructions, batch_size)
+        else:
+            return _pick(candidates, self._bubble_order(inputs, candidates, instructions,
+                                                        _check_batch_size(batch_size), worst),
+                         return_all)
+        order = np.argsort(-ranks if worst else ranks, axis=1, kind="stable")
+        return _pick(candidates, order, return_all)
     def _bubble_order(
         self, inputs: Sequence[str], candidates: Sequence[Sequence[str]],
         instructions: Sequence[str] | None, batch_size: int, worst: bool,

@@ -121,7 +121,9 @@ class PairRMRankerConfig(_Strict):
     dtype: DType = "auto"  # fp32 on CPU, bf16 on GPU
     source_max_length: int = Field(1224, ge=8)
     candidate_max_length: int = Field(412, ge=8)
-    comparison: Literal["full", "bubble"] = "full"
+    # full: mean logit margins (spec 1.7 "max_logits"); max_wins: pairs won, same n(n-1)
+    # pairs; bubble: one random pass of 2(n-1) comparisons (picks a winner only).
+    comparison: Literal["full", "max_wins", "bubble"] = "full"
     max_batch_pairs: int = Field(64, ge=1)
     # Padded tokens per forward pass (rows x longest row); None: rows alone decide. Same default
     # as pairrm.scoring.DEFAULT_MAX_BATCH_TOKENS (not imported: config stays torch-free).

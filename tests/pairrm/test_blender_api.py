@@ -366,6 +366,32 @@ def test_full_selection_uses_ranks(blender: Blender, tiny_pairrm):
         blender.get_best_of_n(INPUTS, CANDIDATES, pairrm_cmp_type="tournament")
 
 
+def hand_wins(pairrm: PairRM, source: str, cands: list[str]) -> list[int]:
+    """max_wins counted pair by pair (spec 1.7): i wins (i, j) when logit(i, j) > 0 and (k, i)
+    when logit(k, i) < 0; every ordered pair is run, identical texts included."""
+    n = len(cands)
+    wins = [0] * n
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                value = logit(pairrm, source, cands[i], cands[j])
+                wins[i] += value > 0
+                wins[j] += value < 0
+    return wins
+
+
+@pytest.mark.parametrize("cands", [CANDIDATES[0], CANDIDATES[1], ["bye!", "hi there", "bye!", "hm"]])
+def test_max_wins_selection_ranks_by_pairs_won(blender: Blender, tiny_pairrm, cands):
+    wins = np.array(hand_wins(tiny_pairrm, INPUTS[0], cands))
+    ranks = np.array(competition(wins))
+    best = blender.get_best_of_n([INPUTS[0]], [cands], pairrm_cmp_type="max_wins", return_all=True)
+    worst = blender.get_worst_of_n([INPUTS[0]], [cands], pairrm_cmp_type="max_wins",
+                                   return_all=True)
+    assert best == [[cands[j] for j in np.argsort(ranks, kind="stable")]]
+    assert worst == [[cands[j] for j in np.argsort(-ranks, kind="stable")]]
+    assert blender.get_best_of_n([INPUTS[0]], [cands], pairrm_cmp_type="max_wins") == [best[0][0]]
+
+
 def test_single_candidates_are_returned_without_a_model():
     b = Blender()  # no ranker needed, as in the original
     assert b.get_best_of_n(["q", "r"], [["a"], ["b"]]) == ["a", "b"]

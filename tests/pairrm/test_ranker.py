@@ -11,7 +11,15 @@ import pytest
 
 from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.base import Ranker
-from ensemble.rankers.pairrm import PairRM, PairRMRanker, full_matrix, scores_from_matrix
+from ensemble.rankers.pairrm import (
+    PairRM,
+    PairRMRanker,
+    full_matrix,
+    pair_logits,
+    ranks_from_scores,
+    scores_from_matrix,
+    wins_from_matrix,
+)
 from ensemble.types import ChatMessage
 
 QUESTION = "Which planet is the largest?"
@@ -73,6 +81,37 @@ async def test_combined_compare_is_antisymmetric(ranker: PairRMRanker):
     assert ab.prob_a_better == pytest.approx(1 - ba.prob_a_better)
     ranking = await ranker.rank(msgs, ANSWERS[:2])
     assert ranking.scores[0] - ranking.scores[1] == pytest.approx(ab.combined, abs=1e-5)
+
+
+def test_max_wins_counts_pairs_won_and_can_disagree_with_max_logits():
+    # A beats B and C narrowly; B beats C by a lot (no position bias: M[j, i] = -M[i, j]).
+    margins = np.array([[0, 0.1, 0.1], [-0.1, 0, 10.0], [-0.1, -10.0, 0]], dtype=np.float32)
+    assert wins_from_matrix(margins).tolist() == [4, 2, 0]
+    assert ranks_from_scores(wins_from_matrix(margins)).tolist() == [1, 2, 3]
+    assert ranks_from_scores(scores_from_matrix(margins)).tolist() == [2, 1, 3]
+    batch = np.stack([margins, -margins])  # [B, n, n]: the reversed world
+    assert wins_from_matrix(batch).tolist() == [[4, 2, 0], [0, 2, 4]]
+
+
+async def test_max_wins_mode(tiny_pairrm_hf_dir: Path, tiny_pairrm: PairRM):
+    cfg = PairRMRankerConfig(checkpoint=str(tiny_pairrm_hf_dir), device="cpu",
+                             comparison="max_wins")
+    ranker = await PairRMRanker.load(cfg)
+    try:
+        ranking = await ranker.rank([ChatMessage("user", QUESTION)], ANSWERS)
+    finally:
+        await ranker.aclose()
+    n = len(ANSWERS)
+    wins = [0] * n
+    for i in range(n):  # pair by pair, one forward pass each
+        for j in range(n):
+            if i != j:
+                value = float(pair_logits(tiny_pairrm, [(QUESTION, ANSWERS[i], ANSWERS[j])])[0])
+                wins[i] += value > 0
+                wins[j] += value < 0
+    assert ranking.scores == tuple(float(w) for w in wins)
+    assert ranking.ranks == tuple(1 + sum(o > w for o in wins) for w in wins)
+    assert sum(wins) == n * (n - 1)  # every ordered pair has one winner (no exact-zero logit)
 
 
 async def test_bubble_mode_ranks_the_winner_first(tiny_pairrm_hf_dir: Path, tiny_pairrm: PairRM):

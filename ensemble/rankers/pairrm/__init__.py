@@ -6,7 +6,8 @@ Public names:
 - :class:`PairRM` (``scoring.py``): the loaded model + tokenizer + truncation limits.
 - :func:`pair_logits`: logit(left, right | source) for many triples in length-sorted batches.
 - :func:`full_matrices` / :func:`full_matrix`: all ordered pairs of all items in one pool.
-- :func:`scores_from_matrix`, :func:`ranks_from_scores`: spec 1.7 ("max_logits", competition ranks).
+- :func:`scores_from_matrix`, :func:`ranks_from_scores`: spec 1.7 ("max_logits", competition ranks);
+  :func:`wins_from_matrix`: the "max_wins" counts.
 - :func:`bubble_select` / :class:`BubbleResult`: the single random pass of spec 1.8.
 - :class:`PairRMModel`, :class:`PrefixIds` (``model.py``): the network.
 - :func:`chat_prompt` / :class:`ChatPrompt` (``inputs.py``): chat messages -> PairRM source.
@@ -28,6 +29,7 @@ from ensemble.rankers.pairrm.scoring import (
     pair_logits,
     ranks_from_scores,
     scores_from_matrix,
+    wins_from_matrix,
 )
 
 __all__ = [
@@ -45,4 +47,5 @@ __all__ = [
     "pair_logits",
     "ranks_from_scores",
     "scores_from_matrix",
+    "wins_from_matrix",
 ]

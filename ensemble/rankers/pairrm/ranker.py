@@ -12,6 +12,9 @@ system text + user text, no separator; multi-turn: the ``compare_conversations``
 
 - ``full`` (default, exact, deterministic): all n(n-1) ordered pairs; scores are the spec 1.7
   means of M[i, j] - M[j, i], ranks competition ranks.
+- ``max_wins``: the same n(n-1) pairs, aggregated by LLM-Blender's "max_wins" policy: a
+  candidate's score is the number of ordered pairs it wins (``wins_from_matrix``, 0 to
+  2(n-1)); ranks are competition ranks of those counts, so ties are common.
 - ``bubble``: one random pass of 2(n-1) comparisons (spec 1.8), run step by step (each step is
   one job, so steps of concurrent requests share batches). It only names a winner; the ranking
   returned is ordinal: the winner ranks 1, then the losers, the last eliminated first, and
@@ -38,6 +41,7 @@ from ensemble.rankers.pairrm.scoring import (
     pair_logits,
     ranks_from_scores,
     scores_from_matrix,
+    wins_from_matrix,
 )
 from ensemble.types import ChatMessage, Ranking
 
@@ -121,7 +125,8 @@ class PairRMRanker:
         logits = await self._worker.submit(triples)
         matrix = np.zeros((n, n), dtype=np.float32)
         matrix[~np.eye(n, dtype=bool)] = logits  # row-major, the order built above
-        scores = scores_from_matrix(matrix)
+        scores = wins_from_matrix(matrix) if self.cfg.comparison == "max_wins" else (
+            scores_from_matrix(matrix))
         return Ranking(scores=tuple(float(s) for s in scores),
                        ranks=tuple(int(r) for r in ranks_from_scores(scores)))
 

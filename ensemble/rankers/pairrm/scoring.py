@@ -167,6 +167,21 @@ def scores_from_matrix(matrix: np.ndarray) -> np.ndarray:
     )
 
 
+def wins_from_matrix(matrix: np.ndarray) -> np.ndarray:
+    """wins_i = #{j: M[i, j] > 0} + #{k: M[k, i] < 0}, int32 [..., n] ("max_wins", spec 1.7).
+
+    Each ordered pair votes once: candidate i wins it with i on the left when its logit is
+    positive, and with i on the right when the logit is negative (at most 2(n-1) wins). These
+    are LLM-Blender's rank-helper counts; its score helper's mean for the second term is a bug
+    (spec 1.7) and is not copied. Ranks: :func:`ranks_from_scores` of the wins.
+
+    >>> wins_from_matrix(np.array([[0, 1.0, 2.0], [-1.0, 0, 0.5], [-3.0, -0.5, 0]])).tolist()
+    [4, 2, 0]
+    """
+    m = np.asarray(matrix)
+    return ((m > 0).sum(axis=-1) + (m < 0).sum(axis=-2)).astype(np.int32)
+
+
 def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
     """Competition ranks, int32, same shape (1-D or 2-D): 1 = best, ties share the best rank.
 
