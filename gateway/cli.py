@@ -1,4 +1,4 @@
-"""``blendgate serve | check-config``.
+"""``blendgate serve | check-config | eval``.
 
 Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: model files,
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
@@ -70,7 +70,44 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     check.add_argument("--schema-only", action="store_true",
                        help="validate the YAML only: skip model files, packages, checkpoints "
                             "and env vars (for a config meant for another host)")
+
+    evaluate = commands.add_parser(
+        "eval", help="offline A/B run over a prompt set, or a judge's agreement with humans",
+        description="A/B mode: --prompts SET --models M --baseline B. Agreement mode: "
+                    "--agreement hhh,autoj,mt_bench_human --judge RANKER.")
+    evaluate.add_argument("--config", type=Path, default=settings.config,
+                          help=config_help)
+    evaluate.add_argument("--prompts", help="a JSONL file, or alpaca_eval / mt_bench / "
+                          "vicuna_bench (read from --data-dir)")
+    evaluate.add_argument("--agreement", type=_names, default=[],
+                          help="judge agreement mode: comma-separated hhh, autoj, mt_bench_human")
+    evaluate.add_argument("--limit", type=int, help="only the first N prompts / pairs")
+    evaluate.add_argument("--models", type=_names, default=[], help="models to judge, comma-separated")
+    evaluate.add_argument("--baseline", type=_names, default=[],
+                          help="baseline model(s), comma-separated: each model is judged "
+                               "against each")
+    evaluate.add_argument("--experiment", help="use an experiment's arms (last arm = baseline) "
+                          "and its judge")
+    evaluate.add_argument("--judge", help="the judge, a ranker config in YAML, e.g. "
+                          "'{type: pairrm, checkpoint: llm-blender/PairRM-hf}' (default: the "
+                          "experiment's judge, rank_service, or the first ensemble's ranker)")
+    evaluate.add_argument("--tie-margin", type=float, help="score difference counted as a tie")
+    evaluate.add_argument("--max-tokens", type=int)
+    evaluate.add_argument("--temperature", type=float)
+    evaluate.add_argument("--concurrency", type=int, default=1, help="answers in flight")
+    evaluate.add_argument("--store", help="SQLAlchemy URL of the answer cache (default: the "
+                          "config's store, else SQLite in data/)")
+    evaluate.add_argument("--data-dir", help="eval data sets (default $BLENDGATE_EVAL_DATA, "
+                          "else ../shared/data)")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-out"),
+                          help="output directory (default eval-out)")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(config_path)
         if args.command == "check-config":
             return check_config(config, config_path, schema_only=args.schema_only)
+        if args.command == "eval":
+            return run_eval(args, config)
         logging.basicConfig(level=args.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         for warning in check_resources(config, path=config_path):
@@ -145,6 +184,30 @@ def _reload_on_sighup(app: FastAPI) -> None:
 
     with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
+
+
+def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
+    from ensemble.experiments.evaluation.command import EvalOptions, run, summary_lines
+
+    if bool(args.prompts) == bool(args.agreement):
+        raise ConfigError("blendgate eval: give --prompts (A/B run) or --agreement (judge "
+                          "agreement), not both")
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    options = EvalOptions(
+        config=config, out=args.out,
+        prompts=args.prompts, agreement=args.agreement, limit=args.limit, models=args.models,
+        baselines=args.baseline, experiment=args.experiment, judge=args.judge,
+        tie_margin=args.tie_margin, max_tokens=args.max_tokens, temperature=args.temperature,
+        concurrency=args.concurrency, store_url=args.store, data_dir=args.data_dir,
+        progress=not args.no_progress)
+    result = asyncio.run(run(options))
+    if args.agreement:
+        print(result["markdown"])
+        print(f"\nwritten: {args.out / 'agreement.json'}, {args.out / 'agreement.md'}")
+    else:
+        print("\n".join(summary_lines(result)))
+        print(f"written: {args.out / 'result.json'}, {args.out / 'report.html'}")
+    return 0
 
 
 def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> int:

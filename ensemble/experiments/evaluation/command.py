@@ -1,0 +1,207 @@
+"""``blendgate eval``, run from parsed options: build what the mode needs, run, write results.
+
+Two modes:
+
+* **A/B run** (``EvalOptions.prompts``): models and baselines answer the prompts through an
+  in-process ``BlendEngine`` built from the config, the judge compares, and ``result.json`` plus
+  ``report.html`` are written to the output directory.
+* **Judge agreement** (``EvalOptions.agreement``): the judge alone scores labelled pairs;
+  ``agreement.json`` and ``agreement.md`` (the model card's table layout) are written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+from tqdm import tqdm
+
+from ensemble.config import BlendgateConfig, RankerConfig, StoreConfig
+from ensemble.errors import ConfigError
+from ensemble.experiments.evaluation import agreement as agreement_mode
+from ensemble.experiments.evaluation import datasets, offline, report
+from ensemble.experiments.judge import PairwiseJudge
+from ensemble.experiments.store import ExperimentStore
+from ensemble.rankers.factory import build_ranker
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    config: BlendgateConfig
+    out: Path
+    prompts: str | None = None
+    agreement: Sequence[str] = ()
+    limit: int | None = None
+    models: Sequence[str] = ()
+    baselines: Sequence[str] = ()
+    experiment: str | None = None
+    judge: str | None = None  # a ranker config as YAML / JSON text
+    tie_margin: float | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    concurrency: int = 1
+    store_url: str | None = None
+    data_dir: str | None = None
+    progress: bool = True
+
+
+def judge_config(options: EvalOptions) -> RankerConfig:
+    """``--judge``, else the experiment's judge, else ``rank_service``, else the first
+    ensemble's ranker."""
+    if options.judge:
+        try:
+            return TypeAdapter(RankerConfig).validate_python(yaml.safe_load(options.judge))
+        except (ValidationError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--judge: {exc}") from None
+    config = options.config
+    experiment = _experiment(options)
+    if experiment is not None and experiment.judge is not None:
+        return experiment.judge
+    if config.rank_service is not None:
+        return config.rank_service
+    for model in config.models:
+        ranker = getattr(model, "ranker", None)
+        if ranker is not None:
+            return ranker  # type: ignore[no-any-return]
+    raise ConfigError("no judge: pass --judge '{type: pairrm, checkpoint: ...}'")
+
+
+def _experiment(options: EvalOptions) -> Any:
+    if options.experiment is None:
+        return None
+    for experiment in options.config.experiments:
+        if experiment.id == options.experiment:
+            return experiment
+    raise ConfigError(f"--experiment: no experiment {options.experiment!r} in the config")
+
+
+def tie_margin(options: EvalOptions) -> float:
+    if options.tie_margin is not None:
+        return options.tie_margin
+    experiment = _experiment(options)
+    return experiment.tie_margin if experiment is not None else 0.0
+
+
+def plan_models(options: EvalOptions) -> tuple[list[str], list[str]]:
+    """(models, baselines). An experiment's arms: the last (or ``--baseline``) is the baseline."""
+    models, baselines = list(options.models), list(options.baselines)
+    experiment = _experiment(options)
+    if experiment is not None:
+        arms = [arm.model for arm in experiment.arms]
+        baselines = baselines or [arms[-1]]
+        models = models or [m for m in arms if m not in baselines]
+    if not models or not baselines:
+        raise ConfigError("name the models and the baseline: --models blend --baseline smollm2 "
+                          "(or --experiment ID)")
+    served = set(options.config.served_model_ids())
+    unknown = [m for m in [*models, *baselines] if m not in served]
+    if unknown:
+        raise ConfigError(f"unknown models {unknown}; served: {sorted(served)}")
+    return models, baselines
+
+
+async def run(options: EvalOptions) -> dict[str, Any]:
+    options.out.mkdir(parents=True, exist_ok=True)
+    if options.agreement:
+        return await _run_agreement(options)
+    return await _run_ab(options)
+
+
+async def _run_ab(options: EvalOptions) -> dict[str, Any]:
+    from ensemble.engine import BlendEngine
+
+    directory = datasets.data_dir(options.data_dir)
+    assert options.prompts is not None
+    prompts = datasets.load_prompts(options.prompts, directory)[:options.limit]
+    models, baselines = plan_models(options)
+    plan = offline.EvalPlan(
+        run=Path(options.prompts).stem if options.prompts not in datasets.PROMPT_SETS
+        else options.prompts, prompts=prompts, models=models, baselines=baselines,
+        max_tokens=options.max_tokens, temperature=options.temperature,
+        concurrency=options.concurrency)
+    store_cfg = options.config.store_config() or StoreConfig()
+    if options.store_url:
+        store_cfg = store_cfg.model_copy(update={"url": options.store_url})
+    started = time.perf_counter()
+    store = await ExperimentStore.open(store_cfg)
+    ranker = None
+    try:
+        ranker = await build_ranker(judge_config(options))
+        judge = PairwiseJudge(ranker, tie_margin(options))
+        async with await BlendEngine.from_config(options.config) as engine:
+            with _bar(options, len(prompts) * len(plan.answering()), "answers") as bar:
+                answers = await offline.collect_answers(engine, store, options.config, plan,
+                                                        bar.update)
+        pairs = len(prompts) * sum(1 for m in models for b in baselines if m != b)
+        with _bar(options, pairs, "judging") as bar:
+            judgements = await offline.judge_answers(judge, plan, answers, bar.update)
+    finally:
+        if ranker is not None:
+            await ranker.aclose()
+        await store.aclose()
+    result = offline.summarise(plan, answers, judgements, judge, {
+        "prompt_set": options.prompts, "store": store.url,
+        "wall_s": round(time.perf_counter() - started, 1)})
+    (options.out / "result.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (options.out / "report.html").write_text(report.render(result), encoding="utf-8")
+    return result
+
+
+async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
+    directory = datasets.data_dir(options.data_dir)
+    loaders = {"hhh": datasets.load_hhh, "autoj": datasets.load_autoj,
+               "mt_bench_human": datasets.load_mt_bench_human}
+    unknown = [name for name in options.agreement if name not in loaders]
+    if unknown:
+        raise ConfigError(f"--agreement: unknown sets {unknown}; known: {sorted(loaders)}")
+    ranker = await build_ranker(judge_config(options))
+    margin = tie_margin(options)
+    judge = PairwiseJudge(ranker, margin)
+    tables, missing = [], {}
+    try:
+        for name in options.agreement:
+            try:
+                pairs = loaders[name](directory)[:options.limit]
+            except FileNotFoundError as exc:
+                missing[name] = str(exc)
+                continue
+            with _bar(options, len(pairs), name) as bar:
+                scored = await agreement_mode.score_pairs(judge, pairs, bar.update)
+            tables.append(agreement_mode.table(name, scored, margin))
+    finally:
+        await ranker.aclose()
+    text = "\n\n".join(agreement_mode.markdown(t, ranker.name) for t in tables)
+    if missing:
+        text += "\n\n" + "\n".join(f"- {name}: not run, {why}" for name, why in missing.items())
+    result = {"object": "eval.agreement", "judge": ranker.name, "tie_margin": margin,
+              "tables": tables, "missing": missing}
+    (options.out / "agreement.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (options.out / "agreement.md").write_text(text + "\n", encoding="utf-8")
+    result["markdown"] = text
+    return result
+
+
+def _bar(options: EvalOptions, total: int, what: str) -> tqdm:  # type: ignore[type-arg]
+    return tqdm(total=total, desc=what, unit="it", disable=not options.progress, leave=True)
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What the command prints at the end of an A/B run."""
+    lines = []
+    for c in result["comparisons"]:
+        if c["rate"] is None:
+            lines.append(f"{c['model']} vs {c['baseline']}: no verdicts")
+            continue
+        evidence = (("enough evidence: " + ("better" if c["better"] else "worse"))
+                    if c["decided"] else "not enough evidence yet")
+        lines.append(
+            f"{c['model']} vs {c['baseline']}: win rate {100 * c['rate']:.1f}% "
+            f"[{100 * c['low']:.1f}, {100 * c['high']:.1f}] (Wilson 95%), n={c['n']} "
+            f"(W/T/L {c['wins']}/{c['ties']}/{c['losses']}); {evidence}")
+    return lines

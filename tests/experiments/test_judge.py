@@ -1,0 +1,62 @@
+"""Pairwise verdicts from real rankers: the tiny PairRM checkpoint and the MiniLM consensus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ensemble.config import ConsensusRankerConfig, PairRMRankerConfig
+from ensemble.experiments.judge import PairwiseJudge, decide
+from ensemble.rankers.factory import build_ranker
+from ensemble.types import ChatMessage
+from tests.pairrm.conftest import tiny_checkpoints, tiny_pairrm_hf_dir  # noqa: F401 - fixtures
+
+PROMPT = [ChatMessage("user", "How do I boil an egg?")]
+A = "Put the egg in boiling water for about nine minutes, then cool it in cold water."
+B = "Eggs are laid by hens."
+FLIP = {"win": "loss", "loss": "win", "tie": "tie"}
+
+
+def test_decide_keeps_float_noise_out_of_verdicts() -> None:
+    assert decide(0.1 + 0.2, 0.3, tie_margin=0.0) == "tie"  # 0.30000000000000004 vs 0.3
+    assert decide(0.0, 0.06, tie_margin=0.05) == "win"
+    assert decide(0.06, 0.0, tie_margin=0.05) == "loss"
+    assert decide(0.0, 0.05, tie_margin=0.05) == "tie"
+
+
+async def test_pairrm_judge_is_antisymmetric_and_matches_its_scores(
+        tiny_pairrm_hf_dir: Path) -> None:  # noqa: F811 - the fixture
+    ranker = await build_ranker(PairRMRankerConfig(checkpoint=str(tiny_pairrm_hf_dir),
+                                                   device="cpu", batch_wait_ms=0))
+    try:
+        judge = PairwiseJudge(ranker, tie_margin=0.0)
+        forward = await judge.judge(PROMPT, A, B)
+        backward = await judge.judge(PROMPT, B, A)
+        # Both orders are averaged, so swapping the answers swaps the scores exactly.
+        assert (backward.score_a, backward.score_b) == pytest.approx(
+            (forward.score_b, forward.score_a), abs=1e-6)
+        assert backward.outcome == FLIP[forward.outcome]
+        # The verdict is the sign of the ranker's own (order-averaged) score difference.
+        one = await ranker.rank(PROMPT, [A, B])
+        two = await ranker.rank(PROMPT, [B, A])
+        difference = (one.scores[1] + two.scores[0] - one.scores[0] - two.scores[1]) / 2
+        assert forward.outcome == decide(0.0, difference, 0.0)
+        # A margin wider than any difference makes every verdict a tie; equal answers tie.
+        wide = PairwiseJudge(ranker, tie_margin=abs(difference) + 1)
+        assert (await wide.judge(PROMPT, A, B)).outcome == "tie"
+        assert (await judge.judge(PROMPT, A, A)).outcome == "tie"
+    finally:
+        await ranker.aclose()
+
+
+@pytest.mark.slow
+async def test_consensus_judge_ties_two_answers() -> None:
+    ranker = await build_ranker(ConsensusRankerConfig())
+    try:
+        verdict = await PairwiseJudge(ranker, tie_margin=0.0).judge(PROMPT, A, B)
+        # Each answer's score is its similarity to the other one: equal, so a tie (documented).
+        assert verdict.outcome == "tie"
+        assert verdict.score_a == verdict.score_b
+    finally:
+        await ranker.aclose()
