@@ -403,6 +403,10 @@ class ServerConfig(_Strict):
     # max_tokens for a request that sends none (chat UIs never do): every member, the LLM
     # fuser and pass-through calls get it, below request, member, fuser and backend params.
     default_max_tokens: int | None = Field(None, ge=1)
+    # On SIGTERM the server stops accepting, then gives requests in flight (long ensembles and
+    # streams) this long to finish before closing them. Kubernetes: keep the pod's
+    # terminationGracePeriodSeconds above it (deploy/k8s/).
+    drain_grace_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ServerConfig:

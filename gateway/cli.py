@@ -149,11 +149,20 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
     engine = await BlendEngine.from_config(config)
     try:
         app = create_app(config, engine=engine, config_path=config_path)
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        server = uvicorn.Server(server_config(app, config, host=host, port=port,
+                                              log_level=log_level))
         _reload_on_sighup(app)
         await server.serve()
     finally:
         await engine.aclose()
+
+
+def server_config(
+    app: FastAPI, config: BlendgateConfig, *, host: str, port: int, log_level: str
+) -> uvicorn.Config:
+    """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``."""
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          timeout_graceful_shutdown=config.server.drain_grace_s)
 
 
 def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:
