@@ -48,6 +48,9 @@ class OpenAIBackendConfig(_Strict):
     # Extra sampling params sent with every request (top_k, min_p, repetition_penalty...).
     params: dict[str, Any] = Field(default_factory=dict)
     expose: bool = True  # also serve this backend alone as a pass-through model
+    # Tool definitions longer than this (JSON characters) are not sent when the model may
+    # answer in text anyway (tool_choice auto/absent); None sends them all (see README).
+    max_tools_chars: int | None = Field(None, ge=0)
 
 
 class ChunkedModelConfig(_Strict):
@@ -96,6 +99,11 @@ class LocalBackendConfig(_Strict):
     timeout_s: float = 120.0
     params: dict[str, Any] = Field(default_factory=dict)
     expose: bool = True
+    max_tools_chars: int | None = Field(None, ge=0)  # as for OpenAIBackendConfig
+    # llamacpp: the Jinja chat template; None keeps the GGUF's own. "chatml-tools" is the
+    # shipped ChatML template with Hermes-style <tool_call> tools (ensemble/backends/templates),
+    # anything else a path to a .jinja file.
+    chat_template: str | None = None
 
 
 BackendConfig = Annotated[OpenAIBackendConfig | LocalBackendConfig, Field(discriminator="kind")]

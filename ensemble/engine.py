@@ -243,7 +243,8 @@ class BlendEngine:
             return await self._complete_ensemble(target, request)
         completions = await target.complete(request.messages, request.params, request.n)
         usage = sum((c.usage for c in completions if c.usage is not None), Usage())
-        choices = [Choice(i, c.text, c.finish_reason) for i, c in enumerate(completions)]
+        choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal)
+                   for i, c in enumerate(completions)]
         return BlendResult(request.model, choices, usage)
 
     async def stream(

@@ -7,10 +7,15 @@ converts between the two in ``gateway.convert``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+# One OpenAI tool call, exactly as on the wire: {"id", "type": "function",
+# "function": {"name", "arguments": "<JSON text>"}} (a streamed piece also has "index").
+ToolCall = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -18,11 +23,18 @@ class ChatMessage:
     role: Role
     content: str
     name: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
+    tool_call_id: str | None = None  # a ``role: tool`` turn: the call it answers
 
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Sampling knobs passed on to members. ``None`` means "backend default"."""
+    """Generation knobs passed on to members. ``None`` means "backend default".
+
+    Besides sampling, this carries the OpenAI output controls a backend forwards as they are:
+    ``tools``/``tool_choice``/``parallel_tool_calls``, ``response_format`` and
+    ``logprobs``/``top_logprobs`` (wire JSON, already validated by the gateway).
+    """
 
     temperature: float | None = None
     top_p: float | None = None
@@ -32,6 +44,12 @@ class SamplingParams:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: Mapping[str, float] | None = None
+    tools: tuple[Mapping[str, Any], ...] = ()
+    tool_choice: str | Mapping[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: Mapping[str, Any] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
     # Backend-specific extras (top_k, min_p, repetition_penalty, ...), merged last.
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -48,11 +66,15 @@ class SamplingParams:
                 continue
             if key in known:
                 if getattr(self, key) in (None, ()):
-                    updates[key] = tuple(value) if key == "stop" else value
+                    updates[key] = tuple(value) if key in ("stop", "tools") else value
             else:
                 extra.setdefault(key, value)
         extra.update(self.extra)
         return SamplingParams(**{**self.__dict__, **updates, "extra": extra})
+
+    def without_tools(self) -> SamplingParams:
+        """These params for a call that must answer in text (e.g. an LLM fuser)."""
+        return replace(self, tools=(), tool_choice=None, parallel_tool_calls=None)
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,9 @@ class Completion:
     text: str
     finish_reason: str | None = "stop"
     usage: Usage | None = None  # usage of the whole upstream call, on the first sample only
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Mapping[str, Any] | None = None  # OpenAI's choice.logprobs, unchanged
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +113,14 @@ class TextDelta:
     index: int = 0
     finish_reason: str | None = None
     usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # OpenAI delta pieces, each with its "index"
+    logprobs: Mapping[str, Any] | None = None  # this chunk's choice.logprobs
+    refusal: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Carries nothing but, perhaps, the end of a sample."""
+        return not (self.text or self.tool_calls or self.logprobs or self.refusal)
 
 
 @dataclass(frozen=True)
@@ -99,6 +132,8 @@ class Candidate:
     text: str
     finish_reason: str | None
     latency_s: float
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +199,9 @@ class Choice:
     index: int
     text: str
     finish_reason: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Mapping[str, Any] | None = None
+    refusal: str | None = None
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,16 @@ client can get wrong raises ``InvalidParamsError`` with the offending ``param``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ensemble.backends.openai_wire import plain_json
 from ensemble.cancellation import aclose_shielded
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
+from ensemble.structured import schema_error
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -42,6 +45,7 @@ from gateway.protocol import (
     CompletionUsage,
     ModelCard,
     ModelList,
+    NamedToolChoice,
 )
 
 _UNSUPPORTED_PARTS = {
@@ -76,7 +80,7 @@ class RequestLimits:
 
 
 def to_blend_request(request: ChatCompletionRequest, limits: RequestLimits) -> BlendRequest:
-    _reject_unsupported(request)
+    _check_output_controls(request)
     if request.n > limits.max_n:
         raise InvalidParamsError(
             f"n={request.n} is above this server's limit of {limits.max_n}.", param="n"
@@ -97,24 +101,52 @@ def to_blend_request(request: ChatCompletionRequest, limits: RequestLimits) -> B
     )
 
 
-def _reject_unsupported(request: ChatCompletionRequest) -> None:
-    if request.logprobs:
-        raise InvalidParamsError("logprobs are not supported by blendgate.", param="logprobs")
-    if request.tools and request.tool_choice != "none":
-        raise InvalidParamsError(
-            "Tool calling is not supported by blendgate; send no tools or tool_choice='none'.",
-            param="tools",
-        )
-    if request.response_format is not None and request.response_format.type != "text":
-        raise InvalidParamsError(
-            f"response_format type '{request.response_format.type}' is not supported; "
-            "only 'text' is.",
-            param="response_format.type",
-        )
+def _check_output_controls(request: ChatCompletionRequest) -> None:
+    """Tools, tool_choice, response_format and logprobs make sense together (as OpenAI checks)."""
+    names: set[str] = set()
+    for i, tool in enumerate(request.tools or ()):
+        function = tool.function
+        if function.name in names:
+            raise InvalidParamsError(f"Duplicate tool name '{function.name}'.",
+                                     param=f"tools[{i}].function.name")
+        names.add(function.name)
+        if function.parameters is not None and (why := schema_error(function.parameters)):
+            raise InvalidParamsError(f"Invalid JSON Schema for tool '{function.name}': {why}",
+                                     param=f"tools[{i}].function.parameters")
+    choice = request.tool_choice
+    if choice is not None and not request.tools and choice != "none":
+        raise InvalidParamsError("tool_choice is only allowed when tools are specified.",
+                                 param="tool_choice")
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise InvalidParamsError(f"tool_choice names '{choice.function.name}', which is not "
+                                 "one of the tools.", param="tool_choice.function.name")
+    response_format = request.response_format
+    if response_format is not None and response_format.type == "json_schema":
+        spec = response_format.json_schema
+        if spec is None or spec.schema_ is None:
+            raise InvalidParamsError("response_format of type 'json_schema' needs "
+                                     "json_schema.schema.", param="response_format.json_schema")
+        if why := schema_error(spec.schema_):
+            raise InvalidParamsError(f"Invalid JSON Schema in response_format: {why}",
+                                     param="response_format.json_schema.schema")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidParamsError("top_logprobs needs logprobs set to true.",
+                                 param="top_logprobs")
 
 
 def _to_message(message: ChatCompletionMessageParam, index: int) -> ChatMessage:
     content = message.content
+    if message.role == "tool" and not message.tool_call_id:
+        raise InvalidParamsError("A message of role 'tool' needs tool_call_id.",
+                                 param=f"messages[{index}].tool_call_id")
+    calls = tuple(c.model_dump(exclude_none=True) for c in message.tool_calls or ())
+    for j, call in enumerate(calls):
+        try:
+            json.loads(call["function"]["arguments"])
+        except json.JSONDecodeError as exc:
+            raise InvalidParamsError(
+                f"Tool call arguments are not JSON: {exc.msg} at character {exc.pos}.",
+                param=f"messages[{index}].tool_calls[{j}].function.arguments") from exc
     if content is None:
         if message.role != "assistant":
             raise InvalidParamsError(
@@ -126,7 +158,8 @@ def _to_message(message: ChatCompletionMessageParam, index: int) -> ChatMessage:
         text = content
     else:
         text = "".join(_part_text(part.type, part.text, index, j) for j, part in enumerate(content))
-    return ChatMessage(role=message.role, content=text, name=message.name)
+    return ChatMessage(role=message.role, content=text, name=message.name, tool_calls=calls,
+                       tool_call_id=message.tool_call_id)
 
 
 def _part_text(kind: str, text: str | None, index: int, part: int) -> str:
@@ -161,6 +194,14 @@ def _to_params(request: ChatCompletionRequest, max_tokens_limit: int | None) -> 
         presence_penalty=request.presence_penalty,
         frequency_penalty=request.frequency_penalty,
         logit_bias=request.logit_bias,
+        tools=tuple(t.model_dump(exclude_none=True) for t in request.tools or ()),
+        tool_choice=(request.tool_choice.model_dump() if isinstance(request.tool_choice,
+                     NamedToolChoice) else request.tool_choice),
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format=(request.response_format.model_dump(by_alias=True, exclude_none=True)
+                         if request.response_format is not None else None),
+        logprobs=request.logprobs,
+        top_logprobs=request.top_logprobs,
         extra=extra,
     )
 
@@ -187,6 +228,7 @@ def to_blend_info(report: BlendReport) -> BlendInfo:
             rank=ranking.ranks[i] if ranking else None,
             latency_s=c.latency_s,
             finish_reason=c.finish_reason,
+            tool_calls=[dict(t) for t in c.tool_calls] or None,
         )
         for i, c in enumerate(report.candidates)
     ]
@@ -208,8 +250,14 @@ def to_chat_completion(
     choices = [
         ChatCompletionChoice(
             index=c.index,
-            message=ChatCompletionMessage(content=c.text),
+            message=ChatCompletionMessage(
+                # OpenAI sends null content with a call-only answer; clients test for it.
+                content=c.text if c.text or not c.tool_calls else None,
+                refusal=c.refusal,
+                tool_calls=[plain_json(t) for t in c.tool_calls] or None,
+            ),
             finish_reason=c.finish_reason,
+            logprobs=plain_json(c.logprobs) if c.logprobs else None,
         )
         for c in result.choices
     ]
@@ -251,8 +299,12 @@ class ChunkHeader:
             id=self.id, created=self.created, model=self.model, choices=choices, **fields
         )
 
-    def delta(self, index: int, delta: ChoiceDelta, finish: str | None = None) -> ChatCompletionChunk:
-        choice = ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish)
+    def delta(
+        self, index: int, delta: ChoiceDelta, finish: str | None = None,
+        logprobs: Mapping[str, Any] | None = None,
+    ) -> ChatCompletionChunk:
+        choice = ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish,
+                                           logprobs=plain_json(logprobs) if logprobs else None)
         return self.chunk([choice])
 
 
@@ -288,8 +340,11 @@ async def to_chunks(
             if event.index not in opened:
                 opened.add(event.index)
                 yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))
-            if event.text:
-                yield header.delta(event.index, ChoiceDelta(content=event.text))
+            if not event.empty:
+                delta = ChoiceDelta(
+                    content=event.text or None, refusal=event.refusal,
+                    tool_calls=[plain_json(t) for t in event.tool_calls] or None)
+                yield header.delta(event.index, delta, logprobs=event.logprobs)
             if event.finish_reason is not None:
                 yield header.delta(event.index, ChoiceDelta(), event.finish_reason)
     finally:

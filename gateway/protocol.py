@@ -81,21 +81,57 @@ class ContentPart(OpenAIBaseModel):
     text: str | None = None
 
 
+class FunctionCall(OpenAIBaseModel):
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCallParam(OpenAIBaseModel):
+    """A tool call of an earlier assistant turn, sent back in the history."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatCompletionMessageParam(OpenAIBaseModel):
     role: Role
     # A string or a list of parts; None only for assistant turns that carried tool calls.
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCallParam] | None = None
 
 
 class StreamOptions(OpenAIBaseModel):
     include_usage: bool = False
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # OpenAI's rule for function names
+
+
+class FunctionDefinition(OpenAIBaseModel):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON Schema (checked in gateway.convert)
+    strict: bool | None = None
+
+
+class ChatCompletionTool(OpenAIBaseModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class JSONSchemaFormat(OpenAIBaseModel):
+    name: Annotated[str, Field(pattern=FUNCTION_NAME)]
+    description: str | None = None
+    schema_: Annotated[dict[str, Any] | None, Field(alias="schema")] = None
+    strict: bool | None = None
+
+
 class ResponseFormat(OpenAIBaseModel):
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
 
 
 class BlendOptions(BaseModel):
@@ -104,6 +140,15 @@ class BlendOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     return_candidates: bool = False
+
+
+class NamedFunction(OpenAIBaseModel):
+    name: str
+
+
+class NamedToolChoice(OpenAIBaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(OpenAIBaseModel):
@@ -131,8 +176,8 @@ class ChatCompletionRequest(OpenAIBaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
-    tool_choice: str | dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    tools: list[ChatCompletionTool] | None = None
     top_logprobs: Annotated[int | None, Field(ge=0, le=20)] = None
     top_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
     user: str | None = None
@@ -155,23 +200,29 @@ class CompletionUsage(BaseModel):
     total_tokens: int
 
 
-class ChatCompletionMessage(BaseModel):
+class ChatCompletionMessage(_WireModel):
+    omit_if_none = frozenset({"tool_calls"})
+
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class ChatCompletionChoice(BaseModel):
     index: int
     message: ChatCompletionMessage
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
-class BlendCandidate(BaseModel):
+class BlendCandidate(_WireModel):
+    omit_if_none = frozenset({"tool_calls"})
+
     member: str
     sample: int
     text: str
+    tool_calls: list[dict[str, Any]] | None = None
     score: float | None
     rank: int | None
     latency_s: float
@@ -225,17 +276,19 @@ class ChatCompletionResponse(_WireModel):
 
 
 class ChoiceDelta(_WireModel):
-    omit_if_none = frozenset({"role", "content"})
+    omit_if_none = frozenset({"role", "content", "tool_calls", "refusal"})
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
 
 
 class ChatCompletionChunkChoice(BaseModel):
     index: int
     delta: ChoiceDelta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class ChatCompletionChunk(_WireModel):

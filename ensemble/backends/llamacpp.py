@@ -36,11 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ensemble.backends.forced_tools import as_tool_calls, constrained, forced_call_schema
 from ensemble.backends.model_path import resolve_gguf
-from ensemble.backends.openai_wire import StreamAssembler, chat_request_body
+from ensemble.backends.openai_wire import (
+    StreamAssembler,
+    chat_request_body,
+    fit_tools,
+    merge_logprobs,
+    merge_tool_call_deltas,
+)
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendProtocolError, BackendStatusError, BackendTimeout
-from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
+from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
 
 DEFAULT_MAX_TOKENS = 128
 _PROMPT_CACHE_MIB = 256
@@ -107,6 +114,8 @@ class LlamaCppBackend:
         params.n_threads_http = 1
         params.cache_ram_mib = _PROMPT_CACHE_MIB
         params.verbosity = 0
+        if self._cfg.chat_template is not None:
+            params.chat_template = chat_template_text(self._cfg.chat_template)
         try:
             return xllamacpp.Server(params)
         except Exception as exc:
@@ -115,25 +124,35 @@ class LlamaCppBackend:
     async def complete(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int = 1
     ) -> list[Completion]:
-        texts: dict[int, list[str]] = {i: [] for i in range(n)}
+        pieces: dict[int, list[TextDelta]] = {i: [] for i in range(n)}
         ends: dict[int, TextDelta] = {}
         async for delta in self.stream(messages, params, n):
-            texts.setdefault(delta.index, []).append(delta.text)
+            pieces.setdefault(delta.index, []).append(delta)
             if delta.finish_reason is not None or delta.usage is not None:
                 ends[delta.index] = delta
         usage = next((d.usage for d in ends.values() if d.usage is not None), None)
         return [
-            Completion(
-                text="".join(texts[i]),
-                finish_reason=ends[i].finish_reason if i in ends else None,
-                usage=usage if i == 0 else None,
-            )
-            for i in sorted(texts)
+            _completion(pieces[i], ends[i].finish_reason if i in ends else None,
+                        usage if i == 0 else None)
+            for i in sorted(pieces)
         ]
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int = 1
     ) -> AsyncIterator[TextDelta]:
+        params = fit_tools(params, self._cfg.max_tools_chars, backend=self.name)
+        schema = forced_call_schema(params)
+        if schema is None:
+            deltas = self._stream(messages, params, n)
+        else:  # llama.cpp does not enforce a required call: constrain it (see forced_tools)
+            deltas = as_tool_calls(self._stream(messages, constrained(params, schema), n))
+        async with contextlib.aclosing(deltas) as events:
+            async for delta in events:
+                yield delta
+
+    async def _stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, n: int
+    ) -> AsyncGenerator[TextDelta, None]:
         if n < 1:
             raise BackendStatusError(f"n must be >= 1, got {n}", backend=self.name, status=400)
         await self.start()
@@ -221,6 +240,30 @@ class LlamaCppBackend:
         # so drop it on a worker thread, not on the event loop.
         await asyncio.get_running_loop().run_in_executor(self._executor, holder.clear)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _completion(deltas: list[TextDelta], finish: str | None, usage: Usage | None) -> Completion:
+    """One sample's streamed deltas put back together as a non-streamed answer."""
+    refusal = "".join(d.refusal for d in deltas if d.refusal)
+    return Completion(
+        text="".join(d.text for d in deltas),
+        finish_reason=finish,
+        usage=usage,
+        tool_calls=merge_tool_call_deltas([c for d in deltas for c in d.tool_calls]),
+        logprobs=merge_logprobs([d.logprobs for d in deltas if d.logprobs]),
+        refusal=refusal or None,
+    )
+
+
+def chat_template_text(name_or_path: str) -> str:
+    """A shipped template by name (``chatml-tools``), or the text of a .jinja file."""
+    shipped = Path(__file__).parent / "templates" / f"{name_or_path}.jinja"
+    path = shipped if shipped.is_file() else Path(name_or_path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BackendError(f"cannot read chat template {name_or_path!r}: {exc.strerror}"
+                           ) from exc
 
 
 def _shift_indices(data: Any, offset: int) -> Any:

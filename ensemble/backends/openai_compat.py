@@ -35,6 +35,7 @@ from ensemble.backends.openai_wire import (
     StreamAssembler,
     chat_request_body,
     error_message,
+    fit_tools,
     parse_completion,
 )
 from ensemble.config import OpenAIBackendConfig
@@ -156,6 +157,7 @@ class OpenAICompatBackend:
     def _body(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int, *, stream: bool
     ) -> dict[str, Any]:
+        params = fit_tools(params, self._cfg.max_tools_chars, backend=self.name)
         return chat_request_body(
             messages, params, n, model=self._cfg.model, defaults=self._cfg.params, stream=stream)
 

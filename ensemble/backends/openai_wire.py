@@ -8,6 +8,8 @@ raises ``BackendStatusError``. Only the fields blendgate reads are validated; ex
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -15,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ensemble.errors import BackendProtocolError, BackendStatusError
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
+
+logger = logging.getLogger(__name__)
 
 _SAMPLING_FIELDS = (
     "temperature",
@@ -24,6 +28,11 @@ _SAMPLING_FIELDS = (
     "presence_penalty",
     "frequency_penalty",
     "logit_bias",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
 )
 
 
@@ -38,12 +47,15 @@ class _Usage(_Loose):
 
 class _Message(_Loose):
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
 
 
 class _Choice(_Loose):
     index: int = 0
     message: _Message
     finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class _ChatCompletion(_Loose):
@@ -53,12 +65,15 @@ class _ChatCompletion(_Loose):
 
 class _Delta(_Loose):
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    refusal: str | None = None
 
 
 class _ChunkChoice(_Loose):
     index: int = 0
     delta: _Delta | None = None
     finish_reason: str | None = None
+    logprobs: dict[str, Any] | None = None
 
 
 class _ChatCompletionChunk(_Loose):
@@ -84,9 +99,11 @@ def chat_request_body(
     for key in _SAMPLING_FIELDS:
         value = getattr(params, key)
         if value is not None:
-            body[key] = dict(value) if key == "logit_bias" else value
+            body[key] = plain_json(value)
     if params.stop:
         body["stop"] = list(params.stop)
+    if params.tools:
+        body["tools"] = plain_json(params.tools)
     body.update(params.extra)
     if model is not None:
         body["model"] = model
@@ -98,11 +115,84 @@ def chat_request_body(
     return body
 
 
-def _message_json(message: ChatMessage) -> dict[str, str]:
-    out = {"role": message.role, "content": message.content}
+def _message_json(message: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.name is not None:
         out["name"] = message.name
+    if message.tool_calls:
+        out["tool_calls"] = plain_json(message.tool_calls)
+        out["content"] = message.content or None  # OpenAI's shape for a call-only turn
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
     return out
+
+
+def plain_json(value: Any) -> Any:
+    """Mappings and tuples (frozen domain values) back to JSON's dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    return value
+
+
+def merge_tool_call_deltas(pieces: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:
+    """Streamed ``delta.tool_calls`` pieces -> whole tool calls, in ``index`` order.
+
+    OpenAI's stream sends each call's id, type and name once and its ``arguments`` in pieces
+    that concatenate; pieces are told apart by ``index``.
+    """
+    calls: dict[int, dict[str, Any]] = {}
+    for piece in pieces:
+        index = piece.get("index", 0)
+        call = calls.setdefault(index, {"id": None, "type": "function",
+                                        "function": {"name": "", "arguments": ""}})
+        if piece.get("id"):
+            call["id"] = piece["id"]
+        if piece.get("type"):
+            call["type"] = piece["type"]
+        function = piece.get("function") or {}
+        if function.get("name"):
+            call["function"]["name"] += function["name"]
+        if function.get("arguments"):
+            call["function"]["arguments"] += function["arguments"]
+    return tuple(calls[i] for i in sorted(calls))
+
+
+def merge_logprobs(pieces: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Streamed ``choice.logprobs`` pieces -> one ``logprobs`` object (lists concatenated)."""
+    if not pieces:
+        return None
+    merged: dict[str, Any] = {}
+    for piece in pieces:
+        for key, value in piece.items():
+            if isinstance(value, list):
+                merged.setdefault(key, []).extend(value)
+            elif key not in merged:
+                merged[key] = value
+    return merged
+
+
+def fit_tools(params: SamplingParams, max_chars: int | None, *, backend: str) -> SamplingParams:
+    """``params`` with the tools this backend can take (its ``max_tools_chars``).
+
+    Tool definitions longer than ``max_chars`` are left out when the model may answer in text
+    anyway (``tool_choice`` absent or ``"auto"``): a small model then answers instead of
+    spending its whole context on them (Open WebUI sends ~36 built-in tools, ~26 000 chars,
+    with every chat). When a tool call is required, that is the client's error (400).
+    """
+    if max_chars is None or not params.tools:
+        return params
+    size = len(json.dumps(plain_json(params.tools), separators=(",", ":")))
+    if size <= max_chars:
+        return params
+    if params.tool_choice in (None, "auto", "none"):
+        logger.info("%s: %d tools (%d chars > max_tools_chars=%d) not sent; it answers in text",
+                    backend, len(params.tools), size, max_chars)
+        return params.without_tools()
+    raise BackendStatusError(
+        f"the tool definitions ({size} characters) exceed this backend's max_tools_chars "
+        f"({max_chars}), and tool_choice requires a call", backend=backend, status=400)
 
 
 def raise_for_error_object(data: Any, *, backend: str, status: int = 500) -> None:
@@ -152,6 +242,9 @@ def parse_completion(data: Any, *, backend: str) -> list[Completion]:
             text=choice.message.content or "",
             finish_reason=choice.finish_reason,
             usage=usage if position == 0 else None,
+            tool_calls=tuple(choice.message.tool_calls or ()),
+            logprobs=choice.logprobs,
+            refusal=choice.message.refusal,
         )
         for position, choice in enumerate(ordered)
     ]
@@ -188,9 +281,12 @@ class StreamAssembler:
             self._prompt_tokens = max(self._prompt_tokens, chunk.usage.prompt_tokens)
             self._completion_tokens += chunk.usage.completion_tokens
         for choice in chunk.choices:
-            text = choice.delta.content if choice.delta is not None else None
-            if text:
-                yield TextDelta(text=text, index=choice.index)
+            delta = choice.delta or _Delta()
+            piece = TextDelta(text=delta.content or "", index=choice.index,
+                              tool_calls=tuple(delta.tool_calls or ()),
+                              logprobs=choice.logprobs or None, refusal=delta.refusal)
+            if not piece.empty:
+                yield piece
             if choice.finish_reason is not None:
                 self._finished[choice.index] = choice.finish_reason
 

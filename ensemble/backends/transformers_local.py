@@ -240,6 +240,14 @@ class TransformersBackend:
         if params.logit_bias:
             raise BackendStatusError("logit_bias is not supported by the transformers backend",
                                      backend=self.name, status=400)
+        # Tools, JSON modes and logprobs need a chat-template parser, a grammar and per-token
+        # scores this runtime does not implement: refuse them rather than ignore them.
+        for knob in ("tools", "response_format", "logprobs"):
+            value = getattr(params, knob)
+            if value and not (knob == "response_format" and value.get("type") == "text"):
+                raise BackendStatusError(
+                    f"{knob} is not supported by the transformers backend; serve this model "
+                    f"with vLLM or llama.cpp for it", backend=self.name, status=400)
         greedy = params.temperature is not None and params.temperature == 0
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_tokens or DEFAULT_MAX_TOKENS,

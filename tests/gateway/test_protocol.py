@@ -92,9 +92,27 @@ def test_stop_as_string_and_max_tokens_clamped() -> None:
     [
         ({"n": 5}, "n"),  # above max_n
         ({"n": 3}, "n"),  # 3 choices x 3 samples = 9 candidates > 8
-        ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format.type"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # without logprobs: true
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {"x": {"type": "integr"}}}}}]},
+         "tools[0].function.parameters"),  # not a JSON Schema
+        ({"tools": [{"type": "function", "function": {"name": "f"}},
+                    {"type": "function", "function": {"name": "f"}}]}, "tools[1].function.name"),
+        ({"tool_choice": "required"}, "tool_choice"),  # no tools
+        ({"tools": [{"type": "function", "function": {"name": "f"}}],
+          "tool_choice": {"type": "function", "function": {"name": "g"}}},
+         "tool_choice.function.name"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+         "response_format.json_schema"),
+        ({"response_format": {"type": "json_schema", "json_schema": {
+            "name": "x", "schema": {"type": 5}}}}, "response_format.json_schema.schema"),
+        ({"messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{x"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "1"}]},
+         "messages[1].tool_calls[0].function.arguments"),
+        ({"messages": [{"role": "tool", "content": "1"}]}, "messages[0].tool_call_id"),
         ({"messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "data:,"}}]}]}, "messages[0].content[0]"),
         ({"messages": [{"role": "user", "content": None}]}, "messages[0].content"),
@@ -105,6 +123,32 @@ def test_requests_the_gateway_cannot_serve(change: dict[str, object], param: str
     with pytest.raises(InvalidParamsError) as info:
         to_blend_request(request, LIMITS)
     assert info.value.param == param
+
+
+def test_output_controls_reach_the_members_as_sent() -> None:
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    request = ChatCompletionRequest.model_validate({
+        **CLIENT_DEFAULTS, "tools": [tool], "tool_choice": "required",
+        "parallel_tool_calls": False, "logprobs": True, "top_logprobs": 3,
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "out", "schema": schema, "strict": True}},
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"}],
+    })
+    blend = to_blend_request(request, LIMITS)
+    params = blend.params
+    assert params.tools == (tool,)
+    assert (params.tool_choice, params.parallel_tool_calls) == ("required", False)
+    assert params.response_format == {
+        "type": "json_schema", "json_schema": {"name": "out", "schema": schema, "strict": True}}
+    assert (params.logprobs, params.top_logprobs) == (True, 3)
+    assert blend.messages[1].tool_calls[0]["function"]["name"] == "get_weather"
+    assert blend.messages[2].tool_call_id == "c1"
 
 
 def test_n_within_limits_is_kept() -> None:
