@@ -4,7 +4,7 @@ The captures (``../shared/clients/open-webui-0.12.4``, beside the clone; see its
 real: chat requests carry Open WebUI's 36 built-in tools and no ``max_tokens``; title, tag and
 follow-up tasks go to the same model. Each must answer 200 with text, streamed or not.
 
-The config is configs/default.yaml with two changes to keep CPU time down: 2 samples instead
+The config is gateway/configs/default.yaml with two changes to keep CPU time down: 2 samples instead
 of 4, and ``max_tokens_limit: 24`` (answers are cut, not refused).
 """
 
@@ -38,7 +38,7 @@ def _captures() -> list[Any]:
 
 @pytest.fixture(scope="module")
 def gateway_url() -> Iterator[str]:
-    data: dict[str, Any] = yaml.safe_load((REPO / "configs" / "default.yaml").read_text())
+    data: dict[str, Any] = yaml.safe_load((REPO / "gateway" / "configs" / "default.yaml").read_text())
     data["models"][0]["members"][0]["samples"] = 2
     data["server"]["max_tokens_limit"] = 24
     data["server"]["api_keys_env"] = None
