@@ -37,7 +37,9 @@ from ensemble.cancellation import cancel_and_wait, closing
 from ensemble.config import (
     BlendgateConfig,
     EnsembleModelConfig,
+    FuserConfig,
     MemberConfig,
+    NoRankerConfig,
     SingleModelConfig,
 )
 from ensemble.errors import (
@@ -53,6 +55,7 @@ from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
+from ensemble.shared import Closable, SharedByConfig
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -128,7 +131,7 @@ class BlendEngine:
         service_ranker: Ranker | None,
         rankers: RankerCache,
         service_fuser: Fuser | None = None,
-        fusers: Sequence[Fuser],
+        fusers: SharedByConfig[FuserConfig, Fuser],
         owned_backends: Sequence[Backend],
     ) -> None:
         self._ensembles = dict(ensembles)
@@ -136,7 +139,7 @@ class BlendEngine:
         self._service_ranker = service_ranker
         self._service_fuser = service_fuser
         self._rankers = rankers
-        self._fusers = list(fusers)
+        self._fusers = fusers
         self._owned_backends = list(owned_backends)
 
     # ------------------------------------------------------------------ construction
@@ -161,7 +164,9 @@ class BlendEngine:
         """
         owned: list[Backend] = []
         rankers = RankerCache(ranker_builder)
-        fusers: list[Fuser] = []
+        # one fuser per distinct config, like rankers: ensembles with the same GenFuser share it
+        fusers: SharedByConfig[FuserConfig, Fuser] = SharedByConfig(
+            lambda cfg: fuser_builder(cfg, backends))
         starting: asyncio.Future[list[None]] | None = None
         try:
             if backends is None:
@@ -177,20 +182,23 @@ class BlendEngine:
                 if isinstance(model, SingleModelConfig):
                     singles[model.id] = backends[model.backend]
                     continue
-                fuser = await fuser_builder(model.fuser, backends)
-                fusers.append(fuser)
+                fuser = await fusers.get(model.fuser)
                 ranker = await rankers.get(model.ranker)
                 ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser)
             for name in config.served_model_ids():
                 if name not in ensembles and name not in singles:
                     singles[name] = backends[name]
+            # /v1/rank and /v1/compare need a ranking model: `type: none` only keeps the
+            # members' order, so it never serves them (the routes answer 501 instead)
+            service: Ranker | None = None
             if config.rank_service is not None:
-                service: Ranker | None = await rankers.get(config.rank_service)
+                if not isinstance(config.rank_service, NoRankerConfig):
+                    service = await rankers.get(config.rank_service)
             else:
-                service = next((e.ranker for e in ensembles.values()), None)
+                service = next((e.ranker for e in ensembles.values()
+                                if not isinstance(e.cfg.ranker, NoRankerConfig)), None)
             if config.fuse_service is not None:
-                service_fuser: Fuser | None = await fuser_builder(config.fuse_service, backends)
-                fusers.append(service_fuser)
+                service_fuser: Fuser | None = await fusers.get(config.fuse_service)
             else:
                 service_fuser = next((e.fuser for e in ensembles.values()), None)
             if starting is not None:
@@ -198,7 +206,7 @@ class BlendEngine:
         except BaseException:
             if starting is not None:
                 await cancel_and_wait([starting])
-            await _close_all([*fusers, rankers, *owned])
+            await _close_all([fusers, rankers, *owned])
             raise
         return cls(ensembles=ensembles, singles=singles, service_ranker=service,
                    rankers=rankers, service_fuser=service_fuser, fusers=fusers,
@@ -220,9 +228,8 @@ class BlendEngine:
         return self._service_fuser
 
     async def aclose(self) -> None:
-        fusers, self._fusers = self._fusers, []
         backends, self._owned_backends = self._owned_backends, []
-        await _close_all([*fusers, self._rankers, *backends])
+        await _close_all([self._fusers, self._rankers, *backends])
 
     async def __aenter__(self) -> Self:
         return self
@@ -501,7 +508,7 @@ async def _start(backend: Backend) -> None:
         await start()
 
 
-async def _close_all(closables: Sequence[Fuser | Ranker | Backend | RankerCache]) -> None:
+async def _close_all(closables: Sequence[Closable]) -> None:
     for item in closables:
         try:
             await item.aclose()

@@ -1,7 +1,8 @@
 """PairRM as a service: ``POST /v1/rank`` and ``POST /v1/compare``.
 
 Both use the engine's service ranker (``rank_service`` in the config, else the first
-ensemble's ranker). Requests give either ``prompt`` (a raw source string, LLM-Blender's
+ensemble's ranker that is a model). A ``none`` ranker ranks nothing, so without a model both
+routes answer 501 ``ranker_not_configured``. Requests give either ``prompt`` (a raw source string, LLM-Blender's
 ``inputs``) or ``messages`` (OpenAI chat messages; see
 ``ensemble.rankers.pairrm.inputs.chat_prompt`` for how they become PairRM's source).
 

@@ -8,7 +8,6 @@ for the same config; it is not a module global.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from ensemble.config import (
@@ -22,6 +21,7 @@ from ensemble.config import (
 from ensemble.errors import ConfigError
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.passthrough import PassthroughRanker
+from ensemble.shared import SharedByConfig
 
 
 async def build_ranker(cfg: RankerConfig) -> Ranker:
@@ -53,26 +53,12 @@ async def build_ranker(cfg: RankerConfig) -> Ranker:
 RankerBuilder = Callable[[RankerConfig], Awaitable[Ranker]]
 
 
-class RankerCache:
-    """One ranker per distinct config; ``aclose`` closes each exactly once.
+class RankerCache(SharedByConfig[RankerConfig, Ranker]):
+    """One ranker per distinct config (:class:`~ensemble.shared.SharedByConfig`).
 
     ``build`` makes a ranker from its config (default :func:`build_ranker`; the Ray Serve
     application passes one that returns a client of a ranker deployment).
     """
 
     def __init__(self, build: RankerBuilder = build_ranker) -> None:
-        self._build = build
-        self._rankers: dict[str, Ranker] = {}
-        self._lock = asyncio.Lock()  # two concurrent gets of one config load it once
-
-    async def get(self, cfg: RankerConfig) -> Ranker:
-        key = cfg.model_dump_json()
-        async with self._lock:
-            if key not in self._rankers:
-                self._rankers[key] = await self._build(cfg)
-            return self._rankers[key]
-
-    async def aclose(self) -> None:
-        rankers, self._rankers = list(self._rankers.values()), {}
-        for ranker in rankers:
-            await ranker.aclose()
+        super().__init__(build)

@@ -307,14 +307,26 @@ async def test_closing_a_stream_early_stops_the_fuser_stream() -> None:
     assert closed == [True]
 
 
-async def test_service_ranker_is_rank_service_else_the_first_ensembles() -> None:
+async def test_service_ranker_is_rank_service_else_the_first_ensembles_model() -> None:
+    async def build(cfg: Any) -> Any:
+        return LengthRanker()  # stands in for the consensus model: no MiniLM load
+
+    # only `none` rankers: no ranking model, /v1/rank answers 501 (not the members' order)
     async with await BlendEngine.from_config(config(), backends=backends()) as engine:
-        ranker = engine.service_ranker()
-        assert ranker is not None and ranker.name == "none"
-    cfg = config().model_copy(update={"rank_service": parse_config(
-        {"backends": {}, "rank_service": {"type": "none"}}).rank_service})
-    async with await BlendEngine.from_config(cfg, backends=backends()) as engine:
+        assert engine.service_ranker() is None
+    none_service = parse_config({"backends": {}, "rank_service": {"type": "none"}}).rank_service
+    cfg = config(ranker={"type": "consensus"}).model_copy(update={"rank_service": none_service})
+    async with await BlendEngine.from_config(cfg, backends=backends(),
+                                             ranker_builder=build) as engine:
+        assert engine.service_ranker() is None  # asked for none explicitly
+    async with await BlendEngine.from_config(config(ranker={"type": "consensus"}),
+                                             backends=backends(), ranker_builder=build) as engine:
         assert engine.service_ranker() is engine._ensembles["blend"].ranker  # shared instance
+    service = parse_config({"backends": {}, "rank_service": {"type": "consensus"}}).rank_service
+    cfg = config(ranker={"type": "consensus"}).model_copy(update={"rank_service": service})
+    async with await BlendEngine.from_config(cfg, backends=backends(),
+                                             ranker_builder=build) as engine:
+        assert engine.service_ranker() is engine._ensembles["blend"].ranker  # same config
 
 
 async def test_engine_owns_and_closes_the_backends_it_builds() -> None:

@@ -153,3 +153,25 @@ def test_stream_hang_up_cancels_upstream_calls(url: str, fake_upstreams: FakeUps
     while not fake_upstreams.disconnects and time.monotonic() < deadline:
         time.sleep(0.02)
     assert fake_upstreams.disconnects == 1, "the upstream call outlived the stream"
+
+
+async def test_rank_with_only_none_rankers_is_501_not_invented_ranks(
+    http: httpx.AsyncClient,
+) -> None:
+    # every ensemble here ranks with `none`: there is no model to rank with
+    for route, body in (("/v1/rank", {"prompt": "q", "candidates": ["a", "b", "a"]}),
+                        ("/v1/compare", {"prompt": "q", "a": "x", "b": "y"})):
+        response = await http.post(route, json=body)
+        assert response.status_code == 501, response.text
+        assert response.json()["error"]["code"] == "ranker_not_configured"
+
+
+async def test_a_none_rank_service_is_501(fake_upstreams: FakeUpstreams) -> None:
+    config = engine_config(fake_upstreams).model_copy(
+        update={"rank_service": parse_config({"backends": {}, "rank_service": {"type": "none"}}
+                                             ).rank_service})
+    app = create_app(config)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
+        response = await client.post("/v1/rank", json={"prompt": "q", "candidates": ["a", "b"]})
+    assert response.status_code == 501
