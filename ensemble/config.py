@@ -270,6 +270,9 @@ class EnsembleModelConfig(_Strict):
     fuser: FuserConfig = Field(default_factory=SelectFuserConfig)
     top_k: int = Field(3, ge=1)
     min_candidates: int = Field(1, ge=1)
+    # Once min_candidates answers are in, wait at most this long for the other members, then
+    # rank what arrived (late members are cut and reported). None: wait for every member.
+    quorum_wait_s: float | None = Field(None, ge=0)
     member_timeout_s: float = Field(60.0, gt=0)
     # Bounds the whole request: fan-out, ranking, fusing and every streamed token.
     deadline_s: float = Field(120.0, gt=0)

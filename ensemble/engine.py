@@ -12,7 +12,8 @@ It serves two kinds of model (``models()``):
 
 Usage of an ensemble answer = the usage of every member call that answered + the usage the
 fuser's backend reported (a model-free fuser adds nothing; the ranker's encoder is not
-counted, it produces no tokens).
+counted, it produces no tokens). The report breaks it down (``BlendReport.usage``: one
+:class:`UsagePart` per member that reported usage, then the fuser's).
 
 Errors: a failing member is recorded in the report; too few candidates raises
 ``NoCandidatesError``/``DeadlineExceeded`` (from the fan-out); a ranker or fuser failing at run
@@ -70,6 +71,7 @@ from ensemble.types import (
     StreamEnd,
     TextDelta,
     Usage,
+    UsagePart,
 )
 
 logger = logging.getLogger(__name__)
@@ -301,9 +303,10 @@ class BlendEngine:
             fused = [_Fused(chosen.top[0], "stop", Usage(), DEADLINE_FALLBACK)] * request.n
         done = time.perf_counter()
         choices = [Choice(i, f.text, f.finish_reason) for i, f in enumerate(fused)]
-        usage = sum((f.usage for f in fused), chosen.fanout.usage)
+        fuse_usage = sum((f.usage for f in fused), Usage())
+        usage = chosen.fanout.usage + fuse_usage
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
-        report = _report(chosen, fused[0].fuser, timings)
+        report = _report(chosen, fused[0].fuser, timings, fuse_usage)
         return BlendResult(request.model, choices, usage, report)
 
     async def _stream_ensemble(
@@ -313,7 +316,7 @@ class BlendEngine:
         deadline = _Deadline.start(ens.cfg)
         chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
-        usage = chosen.fanout.usage
+        fuse_usage = Usage()
         fuser = DEADLINE_FALLBACK
         sent = False
         try:
@@ -325,7 +328,7 @@ class BlendEngine:
             fuser = streams[0].fuser
             async with closing(_merge(streams, deadline)) as merged:
                 async for choice, delta in merged:
-                    usage += delta.usage or Usage()
+                    fuse_usage += delta.usage or Usage()
                     sent = True
                     yield replace(delta, index=choice)
         except DeadlineExceeded:
@@ -336,7 +339,8 @@ class BlendEngine:
                 yield TextDelta(chosen.top[0], choice, "stop")
         done = time.perf_counter()
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
-        yield StreamEnd(usage, _report(chosen, fuser, timings))
+        yield StreamEnd(chosen.fanout.usage + fuse_usage,
+                        _report(chosen, fuser, timings, fuse_usage))
 
     async def _select(
         self, ens: _Ensemble, request: BlendRequest, deadline: _Deadline
@@ -344,7 +348,7 @@ class BlendEngine:
         started = time.perf_counter()
         members = ens.fanout_members(request.params)
         result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
-                               deadline_s=deadline.left_s())
+                               deadline_s=deadline.left_s(), quorum_wait_s=ens.cfg.quorum_wait_s)
         fanned_out = time.perf_counter()
         texts = [c.text for c in result.candidates]
         ranking = None
@@ -516,6 +520,10 @@ async def _close_all(closables: Sequence[Closable]) -> None:
             logger.exception("closing %r failed", item)
 
 
-def _report(chosen: _Selection, fuser: str, timings: StageTimings) -> BlendReport:
+def _report(
+    chosen: _Selection, fuser: str, timings: StageTimings, fuse_usage: Usage
+) -> BlendReport:
+    parts = [UsagePart("member", label, usage) for label, usage in chosen.fanout.member_usage]
+    parts.append(UsagePart("fuser", fuser, fuse_usage))
     return BlendReport(chosen.fanout.candidates, chosen.ranking, chosen.fanout.failures,
-                       fuser, timings)
+                       fuser, timings, tuple(parts))

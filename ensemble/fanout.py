@@ -8,6 +8,11 @@ when fewer than ``min_candidates`` answers arrived does :func:`fan_out` raise:
 :class:`DeadlineExceeded` if the overall deadline cut members off, :class:`MembersTimedOut`
 if every member timed out, :class:`MembersRejected` if every member rejected the request
 with a 4xx, else :class:`NoCandidatesError`.
+
+``quorum_wait_s`` (optional): once ``min_candidates`` answers are in, the rest get at most
+that many more seconds; members still running then are cancelled (their upstream calls too)
+and reported as failures of type ``QuorumCut``, so the ensemble ranks what arrived instead of
+waiting for its slowest member up to that member's timeout. ``None`` waits for every member.
 """
 
 from __future__ import annotations
@@ -46,12 +51,18 @@ class FanoutMember:
     timeout_s: float
 
 
+QUORUM_CUT = "QuorumCut"  # MemberFailure.error_type of a member cut by quorum_wait_s
+
+
 @dataclass(frozen=True)
 class FanoutResult:
     candidates: tuple[Candidate, ...]  # member order, then sample order
     failures: tuple[MemberFailure, ...]
     usage: Usage  # summed over the members that answered
     elapsed_s: float
+    # (member label, usage its upstream call reported), member order; members without usage
+    # (failed, cut) are left out
+    member_usage: tuple[tuple[str, Usage], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,7 @@ async def fan_out(
     *,
     min_candidates: int,
     deadline_s: float,
+    quorum_wait_s: float | None = None,
 ) -> FanoutResult:
     """Run ``members`` concurrently; return their candidates and failures (see module doc)."""
     loop = asyncio.get_running_loop()
@@ -76,7 +88,13 @@ async def fan_out(
     deadline_at = started + deadline_s
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(_call(m, messages, deadline_at)) for m in members]
-    outcomes = [task.result() for task in tasks]
+        if quorum_wait_s is not None:
+            await _cut_after_quorum(tasks, min_candidates, quorum_wait_s)
+    outcomes = [
+        _cut(member, quorum_wait_s or 0.0, loop.time() - started) if task.cancelled()
+        else task.result()
+        for member, task in zip(members, tasks)
+    ]
     candidates = tuple(c for o in outcomes for c in o.candidates)
     failures = tuple(o.failure for o in outcomes if o.failure is not None)
     if len(candidates) < min_candidates:
@@ -86,7 +104,32 @@ async def fan_out(
             raise DeadlineExceeded(f"deadline of {deadline_s:g}s passed: {message}", failures)
         raise _shortfall(message, outcomes, failures)
     usage = sum((o.usage for o in outcomes), Usage())
-    return FanoutResult(candidates, failures, usage, loop.time() - started)
+    member_usage = tuple((m.label, o.usage) for m, o in zip(members, outcomes)
+                         if o.usage != Usage())
+    return FanoutResult(candidates, failures, usage, loop.time() - started, member_usage)
+
+
+async def _cut_after_quorum(
+    tasks: Sequence[asyncio.Task[_Outcome]], min_candidates: int, wait_s: float
+) -> None:
+    """Wait until ``min_candidates`` candidates are in, then at most ``wait_s`` for the
+    rest; cancel what is still running (the TaskGroup then waits for the cancellations)."""
+    pending: set[asyncio.Task[_Outcome]] = set(tasks)
+    arrived = 0
+    while pending and arrived < min_candidates:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        arrived += sum(len(task.result().candidates) for task in done)
+    if pending:
+        _, late = await asyncio.wait(pending, timeout=wait_s)
+        for task in late:
+            task.cancel()
+
+
+def _cut(member: FanoutMember, wait_s: float, latency: float) -> _Outcome:
+    failure = MemberFailure(member.label, QUORUM_CUT,
+                            f"cut: still running {wait_s:g}s after the quorum of candidates "
+                            f"arrived (quorum_wait_s)", latency)
+    return _Outcome(failure=failure)
 
 
 async def _call(

@@ -173,14 +173,26 @@ class StageTimings:
 
 
 @dataclass(frozen=True)
+class UsagePart:
+    """The tokens one part of an ensemble answer used: a member's upstream call, or the fuse
+    (all ``n`` fused choices together). The answer's ``usage`` is the sum of its parts."""
+
+    stage: Literal["member", "fuser"]
+    name: str  # the member's label, or the fuser that answered (genfuser, llm, none...)
+    usage: Usage
+
+
+@dataclass(frozen=True)
 class BlendReport:
-    """Opt-in transparency: every candidate with score/rank, failures, timings, fuser used."""
+    """Opt-in transparency: every candidate with score/rank, failures, timings, fuser used,
+    and the answer's usage broken down per member and fuser."""
 
     candidates: Sequence[Candidate]
     ranking: Ranking | None
     failures: Sequence[MemberFailure]
     fuser: str | None
     timings: StageTimings
+    usage: Sequence[UsagePart] = ()
 
 
 @dataclass(frozen=True)

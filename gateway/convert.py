@@ -34,6 +34,7 @@ from gateway.protocol import (
     BlendFailure,
     BlendInfo,
     BlendTimings,
+    BlendUsage,
     ChatCompletionChoice,
     ChatCompletionChunk,
     ChatCompletionChunkChoice,
@@ -239,8 +240,14 @@ def to_blend_info(report: BlendReport) -> BlendInfo:
     t = report.timings
     timings = BlendTimings(fanout_s=t.fanout_s, rank_s=t.rank_s, fuse_s=t.fuse_s,
                            total_s=t.total_s)
+    usage = [
+        BlendUsage(stage=part.stage, name=part.name, prompt_tokens=part.usage.prompt_tokens,
+                   completion_tokens=part.usage.completion_tokens,
+                   total_tokens=part.usage.total_tokens)
+        for part in report.usage
+    ]
     return BlendInfo(candidates=candidates, failures=failures, fuser=report.fuser,
-                     timings=timings)
+                     timings=timings, usage=usage)
 
 
 def to_chat_completion(

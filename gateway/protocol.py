@@ -236,6 +236,16 @@ class BlendFailure(BaseModel):
     latency_s: float
 
 
+class BlendUsage(BaseModel):
+    """Tokens of one part of an ensemble answer; the parts sum to the response's ``usage``."""
+
+    stage: Literal["member", "fuser"]
+    name: str  # member label, or the fuser that answered
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
 class BlendTimings(BaseModel):
     fanout_s: float
     rank_s: float
@@ -259,6 +269,7 @@ class BlendInfo(BaseModel):
     failures: list[BlendFailure] = Field(default_factory=list)
     fuser: str | None = None
     timings: BlendTimings | None = None
+    usage: list[BlendUsage] = Field(default_factory=list)  # the response's usage, per part
     experiment: BlendExperiment | None = None
 
 

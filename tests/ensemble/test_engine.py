@@ -196,6 +196,25 @@ async def test_n_fused_answers_are_independent_concurrent_fuse_calls() -> None:
     assert sum(1 for call in made["synth"].calls) == 6
     assert len([c for c in made["a"].calls]) == 2  # one fan-out per request, not per choice
     assert result.usage == end.usage == Usage(30 + 30, 12 + 12)
+    # the report breaks the total down: each member call once, the n fuse calls together
+    for report in (result.report, end.report):
+        assert report is not None
+        assert [(p.stage, p.name, p.usage) for p in report.usage] == [
+            ("member", "a", Usage(10, 4)), ("member", "b", Usage(10, 4)),
+            ("member", "c", Usage(10, 4)), ("fuser", "llm", Usage(30, 12))]
+        assert sum((p.usage for p in report.usage), Usage()) == result.usage
+
+
+async def test_usage_breakdown_of_a_model_free_fuser_and_a_failed_member() -> None:
+    made = backends(b=ScriptedBackend("b", error=RuntimeError("down")))
+    async with await BlendEngine.from_config(config(fuser={"type": "none"}),
+                                             backends=made) as engine:
+        result = await engine.complete(request())
+    assert result.report is not None
+    assert [(p.stage, p.name, p.usage) for p in result.report.usage] == [
+        ("member", "a", Usage(10, 4)), ("member", "c", Usage(10, 4)),
+        ("fuser", "none", Usage())]
+    assert result.usage == Usage(20, 8)
 
 
 async def test_stream_and_complete_have_the_same_structure() -> None:

@@ -145,3 +145,52 @@ async def test_survivors_answer_over_real_http_when_upstreams_fail(
     assert fake_upstreams.disconnects == 1  # the hung request was really abandoned
     ok_bodies = [body for mode, body in fake_upstreams.requests if mode == "ok"]
     assert [body["n"] for body in ok_bodies] == [2]
+
+
+# ------------------------------------------------------------------ quorum_wait_s
+
+
+async def test_quorum_wait_cuts_the_late_members_and_reports_them() -> None:
+    fast = [ScriptedBackend(f"f{i}", texts=(f"fast {i}",)) for i in range(2)]
+    stuck = ScriptedBackend("stuck", delay_s=30)
+    started = time.perf_counter()
+    result = await fan_out(MESSAGES, [member(fast[0]), member(stuck, timeout_s=60),
+                                      member(fast[1])],
+                           min_candidates=2, deadline_s=60, quorum_wait_s=0.2)
+    took = time.perf_counter() - started
+    assert 0.2 <= took < 5  # not the stuck member's 30 s, nor its 60 s timeout
+    assert [c.text for c in result.candidates] == ["fast 0", "fast 1"]
+    [cut] = result.failures
+    assert (cut.member, cut.error_type) == ("stuck", "QuorumCut")
+    assert "quorum_wait_s" in cut.message and cut.latency_s >= 0.2
+    assert stuck.cancelled == 1  # the upstream call is cancelled, not left running
+    assert result.usage == Usage(20, 8)  # the cut member's call reported nothing
+    assert [label for label, _ in result.member_usage] == ["f0", "f1"]
+
+
+async def test_members_arriving_within_quorum_wait_are_kept() -> None:
+    first = ScriptedBackend("first", texts=("one",))
+    second = ScriptedBackend("second", texts=("two",), delay_s=0.1)
+    result = await fan_out(MESSAGES, [member(first), member(second)], min_candidates=1,
+                           deadline_s=30, quorum_wait_s=5)
+    assert [c.text for c in result.candidates] == ["one", "two"] and result.failures == ()
+    assert result.elapsed_s < 4  # ended when the last member answered, not after 5 s
+
+
+async def test_quorum_counts_candidates_and_is_not_reached_by_failures() -> None:
+    broken = ScriptedBackend("broken", error=BackendStatusError("upstream 500", status=500))
+    two = ScriptedBackend("two", texts=("x", "y"), delay_s=0.2)
+    late = ScriptedBackend("late", delay_s=30)
+    result = await fan_out(MESSAGES, [member(broken), member(two, samples=2), member(late)],
+                           min_candidates=2, deadline_s=60, quorum_wait_s=0)
+    assert [c.text for c in result.candidates] == ["x", "y"]  # one member, two samples
+    assert [(f.member, f.error_type) for f in result.failures] == [
+        ("broken", "BackendStatusError"), ("late", "QuorumCut")]
+
+
+async def test_without_quorum_wait_every_member_is_awaited() -> None:
+    fast = ScriptedBackend("fast")
+    slow = ScriptedBackend("slow", delay_s=0.3)
+    result = await fan_out(MESSAGES, [member(fast), member(slow)], min_candidates=1,
+                           deadline_s=30)
+    assert len(result.candidates) == 2 and result.elapsed_s >= 0.3

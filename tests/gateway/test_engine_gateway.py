@@ -175,3 +175,34 @@ async def test_a_none_rank_service_is_501(fake_upstreams: FakeUpstreams) -> None
         transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
         response = await client.post("/v1/rank", json={"prompt": "q", "candidates": ["a", "b"]})
     assert response.status_code == 501
+
+
+async def test_quorum_cut_and_usage_breakdown_in_the_blend_field_and_metrics(
+    fake_upstreams: FakeUpstreams,
+) -> None:
+    base = engine_config(fake_upstreams).model_dump(mode="json")
+    base["models"] = [{"type": "ensemble", "id": "quorum", "ranker": {"type": "none"},
+                       "fuser": {"type": "none"}, "min_candidates": 1, "quorum_wait_s": 0.2,
+                       "member_timeout_s": 60, "deadline_s": 60,
+                       "members": [{"backend": "good"}, {"backend": "stuck"}]}]
+    app = create_app(parse_config(base))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30) as client:
+        started = time.perf_counter()
+        response = await client.post("/v1/chat/completions", json={
+            "model": "quorum", "messages": MESSAGES, "blend": {"return_candidates": True}})
+        took = time.perf_counter() - started
+        metrics = (await client.get("/metrics")).text
+    assert response.status_code == 200 and took < 10  # not the stuck member's 60 s
+    body = response.json()
+    blend = body["blend"]
+    assert [c["member"] for c in blend["candidates"]] == ["good"]
+    assert [(f["member"], f["type"]) for f in blend["failures"]] == [("stuck", "QuorumCut")]
+    usage = blend["usage"]
+    assert [(u["stage"], u["name"]) for u in usage] == [("member", "good"), ("fuser", "none")]
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert sum(u[key] for u in usage) == body["usage"][key]
+    cut = [line for line in metrics.splitlines()
+           if line.startswith("blendgate_member_failures_total{")
+           and 'error_type="QuorumCut"' in line and 'member="stuck"' in line]
+    assert [line.rsplit(" ", 1)[1] for line in cut] == ["1.0"], metrics
