@@ -41,6 +41,7 @@ from ensemble.config import (
     FuserConfig,
     MemberConfig,
     NoRankerConfig,
+    RankerConfig,
     SingleModelConfig,
 )
 from ensemble.errors import (
@@ -224,6 +225,11 @@ class BlendEngine:
 
     def service_ranker(self) -> Ranker | None:
         return self._service_ranker
+
+    async def ranker(self, cfg: RankerConfig) -> Ranker:
+        """The engine's ranker for ``cfg``, built on first use and shared with its ensembles
+        (an A/B judge, ``blendgate eval``); the engine closes it."""
+        return await self._rankers.get(cfg)
 
     def service_fuser(self) -> Fuser | None:
         """The fuser behind ``POST /v1/fuse``: ``fuse_service``, else the first ensemble's."""

@@ -9,7 +9,7 @@
 * ``reload``: swap in new experiment settings (weights, shadow, judge). Requests already
   assigned keep their arm; the swap is one assignment of an immutable mapping.
 
-The runtime owns its judges (a ``RankerCache`` of its own), its shadow runners and the store.
+The runtime owns its shadow runners and the store; its judges are the engine's rankers.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Protocol
 
-from ensemble.config import BlendgateConfig, ExperimentConfig, ShadowConfig
+from ensemble.config import BlendgateConfig, ExperimentConfig, RankerConfig, ShadowConfig
 from ensemble.errors import RequestError
 from ensemble.experiments.events import CompletionEvent, FeedbackEvent, VerdictEvent
 from ensemble.experiments.judge import PairwiseJudge
@@ -34,6 +34,7 @@ from ensemble.experiments.split import choose_arm
 from ensemble.experiments.stats import WinRate, percentile, win_rate
 from ensemble.experiments.store import ExperimentStore
 from ensemble.experiments.store.store import StoreUnavailable
+from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerCache
 from ensemble.types import BlendReport, BlendRequest, BlendResult, Usage
 
@@ -44,6 +45,9 @@ class Completer(Protocol):
     """What shadow runs need of the engine."""
 
     async def complete(self, request: BlendRequest) -> BlendResult: ...
+
+
+RankerSource = Callable[[RankerConfig], Awaitable[Ranker]]
 
 
 class UnknownCompletionError(RequestError):
@@ -136,7 +140,10 @@ class ExperimentRuntime:
         self._experiments: Mapping[str, ExperimentConfig] = MappingProxyType({})
         self._judges: dict[str, PairwiseJudge] = {}
         self._shadows: dict[str, tuple[ShadowConfig, ShadowRunner[_ShadowJob]]] = {}
+        # Judges come from the engine's own ranker cache when it has one (shared models, and
+        # the backends an llm_judge calls); else from a cache of the runtime's own.
         self._rankers = RankerCache()
+        self._ranker_source: RankerSource = getattr(engine, "ranker", self._rankers.get)
         self.counters = ExperimentCounters()
         self._random = random.Random()
 
@@ -172,7 +179,7 @@ class ExperimentRuntime:
             if experiment.judge is None:
                 continue
             try:
-                ranker = await self._rankers.get(experiment.judge)
+                ranker = await self._ranker_source(experiment.judge)
             except Exception as exc:  # noqa: BLE001 - the experiment runs unjudged
                 logger.error("experiment %s: judge %s failed to load: %s: %s", experiment.id,
                              experiment.judge.type, type(exc).__name__, exc)

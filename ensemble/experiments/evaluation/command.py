@@ -28,7 +28,6 @@ from ensemble.experiments.evaluation import agreement as agreement_mode
 from ensemble.experiments.evaluation import datasets, offline, report
 from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.store import ExperimentStore
-from ensemble.rankers.factory import build_ranker
 
 
 @dataclass(frozen=True)
@@ -130,20 +129,18 @@ async def _run_ab(options: EvalOptions) -> dict[str, Any]:
         store_cfg = store_cfg.model_copy(update={"url": options.store_url})
     started = time.perf_counter()
     store = await ExperimentStore.open(store_cfg)
-    ranker = None
     try:
-        ranker = await build_ranker(judge_config(options))
-        judge = PairwiseJudge(ranker, tie_margin(options))
+        # The judge is the engine's ranker: an llm_judge calls one of the config's backends.
         async with await BlendEngine.from_config(options.config) as engine:
+            judge = PairwiseJudge(await engine.ranker(judge_config(options)),
+                                  tie_margin(options))
             with _bar(options, len(prompts) * len(plan.answering()), "answers") as bar:
                 answers = await offline.collect_answers(engine, store, options.config, plan,
                                                         bar.update)
-        pairs = len(prompts) * sum(1 for m in models for b in baselines if m != b)
-        with _bar(options, pairs, "judging") as bar:
-            judgements = await offline.judge_answers(judge, plan, answers, bar.update)
+            pairs = len(prompts) * sum(1 for m in models for b in baselines if m != b)
+            with _bar(options, pairs, "judging") as bar:
+                judgements = await offline.judge_answers(judge, plan, answers, bar.update)
     finally:
-        if ranker is not None:
-            await ranker.aclose()
         await store.aclose()
     result = offline.summarise(plan, answers, judgements, judge, {
         "prompt_set": options.prompts, "store": store.url,
@@ -160,11 +157,13 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
     unknown = [name for name in options.agreement if name not in loaders]
     if unknown:
         raise ConfigError(f"--agreement: unknown sets {unknown}; known: {sorted(loaders)}")
-    ranker = await build_ranker(judge_config(options))
+    from ensemble.engine import BlendEngine
+
     margin = tie_margin(options)
-    judge = PairwiseJudge(ranker, margin)
     tables, missing = [], {}
-    try:
+    async with await BlendEngine.from_config(options.config) as engine:
+        ranker = await engine.ranker(judge_config(options))
+        judge = PairwiseJudge(ranker, margin)
         for name in options.agreement:
             try:
                 pairs = loaders[name](directory)[:options.limit]
@@ -174,8 +173,6 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
             with _bar(options, len(pairs), name) as bar:
                 scored = await agreement_mode.score_pairs(judge, pairs, bar.update)
             tables.append(agreement_mode.table(name, scored, margin))
-    finally:
-        await ranker.aclose()
     text = "\n\n".join(agreement_mode.markdown(t, ranker.name) for t in tables)
     if missing:
         text += "\n\n" + "\n".join(f"- {name}: not run, {why}" for name, why in missing.items())
