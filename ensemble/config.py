@@ -44,7 +44,9 @@ class OpenAIBackendConfig(_Strict):
     api_key_env: str | None = None  # name of the env var holding the key; never the key itself
     timeout_s: float = 60.0
     connect_timeout_s: float = 5.0
-    max_connections: int = 64
+    max_connections: int = Field(64, ge=1)  # calls in flight to this upstream at once
+    # Calls waiting for one of those connections; more are shed with 503 + Retry-After.
+    max_queue: int = Field(1024, ge=0)
     # Extra sampling params sent with every request (top_k, min_p, repetition_penalty...).
     params: dict[str, Any] = Field(default_factory=dict)
     expose: bool = True  # also serve this backend alone as a pass-through model

@@ -25,10 +25,12 @@ from ensemble.backends.base import Backend
 from ensemble.errors import (
     BackendStatusError,
     BackendTimeout,
+    BlendError,
     DeadlineExceeded,
     MembersRejected,
     MembersTimedOut,
     NoCandidatesError,
+    OverloadedError,
 )
 from ensemble.types import (
     Candidate,
@@ -160,11 +162,14 @@ async def _call(
 
 def _shortfall(
     message: str, outcomes: Sequence[_Outcome], failures: tuple[MemberFailure, ...]
-) -> NoCandidatesError:
-    """Say truthfully why too few answers came: every member timing out is a timeout (504);
+) -> BlendError:
+    """Say truthfully why too few answers came: every member's queue full is 503 (retry
+    later); every member timing out is a timeout (504);
     every member rejecting the request (4xx) is the request's fault, so its status is relayed
     (theirs when they agree, else 400) and the client does not retry; anything else is 502."""
     errors = [o.error for o in outcomes]
+    if all(isinstance(e, OverloadedError) for e in errors):
+        return OverloadedError(f"every member is overloaded: {message}")
     if all(isinstance(e, BackendTimeout) for e in errors):
         return MembersTimedOut(f"every member timed out: {message}", failures)
     rejections = [e for e in errors if isinstance(e, BackendStatusError) and e.rejected]

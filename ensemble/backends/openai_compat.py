@@ -46,6 +46,7 @@ from ensemble.errors import (
     BackendStatusError,
     BackendTimeout,
     ConfigError,
+    OverloadedError,
 )
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
 
@@ -94,6 +95,12 @@ class OpenAICompatBackend:
         self._url = chat_completions_url(str(cfg.base_url))
         self._headers = auth_headers(cfg.api_key_env)
         self._owns_client = client is None
+        # The bounded queue in front of the pool: at most max_connections calls hold a
+        # connection; up to max_queue more wait on the semaphore (no CPU while waiting, unlike
+        # httpcore's pool, whose assignment is O(waiters) per request); beyond that the call is
+        # shed at once with OverloadedError (503 + Retry-After).
+        self._slots = asyncio.Semaphore(cfg.max_connections)
+        self._waiting = 0
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
             limits=httpx.Limits(
@@ -120,31 +127,57 @@ class OpenAICompatBackend:
                 f"no answer within {self._cfg.timeout_s:g}s", backend=self.name) from exc
 
     async def _complete(self, body: dict[str, Any]) -> list[Completion]:
-        with map_upstream_errors(self.name):
-            response = await self._client.post(self._url, json=body, headers=self._headers)
-            if response.status_code >= 400:
-                raise self._status_error(response.status_code, response.text)
-            return parse_completion(response.json(), backend=self.name)
+        async with self._slot():
+            with map_upstream_errors(self.name):
+                response = await self._client.post(self._url, json=body, headers=self._headers)
+                if response.status_code >= 400:
+                    raise self._status_error(response.status_code, response.text)
+                return parse_completion(response.json(), backend=self.name)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Hold one of the ``max_connections`` slots (see ``__init__``)."""
+        if self._slots.locked():
+            if self._waiting >= self._cfg.max_queue:
+                raise OverloadedError(
+                    f"backend {self.name}: {self._cfg.max_connections} calls in flight and "
+                    f"{self._waiting} waiting (max_queue)", retry_after_s=1)
+            self._waiting += 1
+            try:
+                async with asyncio.timeout(self._cfg.timeout_s):
+                    await self._slots.acquire()
+            except TimeoutError as exc:
+                raise BackendTimeout(f"no free connection within {self._cfg.timeout_s:g}s",
+                                     backend=self.name) from exc
+            finally:
+                self._waiting -= 1
+        else:
+            await self._slots.acquire()
+        try:
+            yield
+        finally:
+            self._slots.release()
 
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int = 1
     ) -> AsyncIterator[TextDelta]:
         body = self._body(messages, params, n, stream=True)
         assembler = StreamAssembler(backend=self.name, n=n)
-        with map_upstream_errors(self.name):
-            async with self._client.stream(
-                "POST", self._url, json=body, headers=self._headers
-            ) as response:
-                if response.status_code >= 400:
-                    text = (await response.aread()).decode("utf-8", "replace")
-                    raise self._status_error(response.status_code, text)
-                done = False
-                async for data in sse_data(response.aiter_lines()):
-                    if data.strip() == "[DONE]":
-                        done = True
-                        break
-                    for delta in assembler.feed(json.loads(data)):
-                        yield delta
+        async with self._slot():
+            with map_upstream_errors(self.name):
+                async with self._client.stream(
+                    "POST", self._url, json=body, headers=self._headers
+                ) as response:
+                    if response.status_code >= 400:
+                        text = (await response.aread()).decode("utf-8", "replace")
+                        raise self._status_error(response.status_code, text)
+                    done = False
+                    async for data in sse_data(response.aiter_lines()):
+                        if data.strip() == "[DONE]":
+                            done = True
+                            break
+                        for delta in assembler.feed(json.loads(data)):
+                            yield delta
         if not done and not assembler.complete:
             raise BackendProtocolError("stream ended before [DONE]", backend=self.name)
         for delta in assembler.finish():
