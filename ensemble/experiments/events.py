@@ -23,7 +23,7 @@ class CompletionEvent:
     latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # per member: {"candidates": n, "latency_s": mean, "failures": n}
+    # per member: candidates, mean latency_s, failures, prompt_tokens, completion_tokens
     members: dict[str, Any] = field(default_factory=dict)
     status: str = "ok"
     created_at: float = field(default_factory=time.time)

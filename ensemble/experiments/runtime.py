@@ -361,20 +361,27 @@ def _completion_event(served: Served, role: str) -> CompletionEvent:
 
 
 def _members(report: BlendReport | None) -> dict[str, dict[str, float]]:
-    """Per member: candidates that arrived, their mean latency, failures."""
+    """Per member: candidates that arrived, their mean latency, failures, and the tokens its
+    upstream calls used; the fuser's tokens under ``fuser:<name>``."""
     if report is None:
         return {}
     members: dict[str, dict[str, float]] = {}
+
+    def entry(name: str) -> dict[str, float]:
+        return members.setdefault(name, {"candidates": 0, "latency_s": 0.0, "failures": 0,
+                                         "prompt_tokens": 0, "completion_tokens": 0})
+
     for candidate in report.candidates:
-        entry = members.setdefault(candidate.member, {"candidates": 0, "latency_s": 0.0,
-                                                      "failures": 0})
-        entry["candidates"] += 1
-        entry["latency_s"] += candidate.latency_s
-    for entry in members.values():
-        entry["latency_s"] /= max(entry["candidates"], 1)
+        entry(candidate.member)["candidates"] += 1
+        entry(candidate.member)["latency_s"] += candidate.latency_s
+    for values in members.values():
+        values["latency_s"] /= max(values["candidates"], 1)
     for failure in report.failures:
-        members.setdefault(failure.member, {"candidates": 0, "latency_s": 0.0, "failures": 0})
-        members[failure.member]["failures"] += 1
+        entry(failure.member)["failures"] += 1
+    for part in report.usage:
+        name = part.name if part.stage == "member" else f"fuser:{part.name}"
+        entry(name)["prompt_tokens"] += part.usage.prompt_tokens
+        entry(name)["completion_tokens"] += part.usage.completion_tokens
     return members
 
 

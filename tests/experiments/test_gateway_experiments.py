@@ -264,3 +264,50 @@ async def test_api_key_guards_the_experiment_routes(tmp_path: Path,
         for method, url in (("GET", "/v1/experiments"), ("POST", "/v1/feedback"),
                             ("POST", "/admin/reload")):
             assert (await client.request(method, url)).status_code == 401
+
+
+async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
+    from sqlalchemy import select
+
+    from ensemble.experiments.store.schema import CompletionRow
+
+    client, app = gateway
+    for i in range(12):  # some land in the ensemble arm
+        await chat(client, user=f"m{i}")
+    store = app.state.experiments.store
+    await store.flush()
+    async with store._engine.connect() as connection:  # the raw rows, as an analyst sees them
+        rows = (await connection.execute(select(CompletionRow.__table__).where(
+            CompletionRow.__table__.c.arm == "ensemble"))).all()
+    assert rows
+    members = rows[0].members
+    # ScriptedEngine's report: two alpha candidates (0.25 s, 0.5 s), one beta failure.
+    assert members["alpha"]["candidates"] == 2 and members["alpha"]["latency_s"] == 0.375
+    assert members["beta"]["failures"] == 1
+    assert rows[0].completion_tokens > 0
+
+
+def test_member_summary_has_tokens_per_member_and_fuser() -> None:
+    from ensemble.experiments.runtime import _members
+    from ensemble.types import (
+        BlendReport,
+        Candidate,
+        MemberFailure,
+        StageTimings,
+        Usage,
+        UsagePart,
+    )
+
+    report = BlendReport(
+        candidates=[Candidate("a", 0, "x", "stop", 1.0), Candidate("a", 1, "y", "stop", 3.0)],
+        ranking=None, failures=[MemberFailure("b", "BackendTimeout", "slow", 9.0)],
+        fuser="llm:a", timings=StageTimings(),
+        usage=[UsagePart("member", "a", Usage(10, 40)), UsagePart("fuser", "llm", Usage(50, 20))])
+    assert _members(report) == {
+        "a": {"candidates": 2, "latency_s": 2.0, "failures": 0, "prompt_tokens": 10,
+              "completion_tokens": 40},
+        "b": {"candidates": 0, "latency_s": 0.0, "failures": 1, "prompt_tokens": 0,
+              "completion_tokens": 0},
+        "fuser:llm": {"candidates": 0, "latency_s": 0.0, "failures": 0, "prompt_tokens": 50,
+                      "completion_tokens": 20},
+    }
