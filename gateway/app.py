@@ -26,7 +26,7 @@ from ensemble.config import BlendgateConfig
 from ensemble.engine import BlendEngine
 from ensemble.errors import BlendError
 from ensemble.experiments.runtime import ExperimentRuntime
-from gateway import experiments, fusing, ranking, routes
+from gateway import experiments, fusing, ranking, routes, ui
 from gateway.auth import APIKeys
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
@@ -83,6 +83,7 @@ def create_app(
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
     app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
     app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
+    app.include_router(ui.router)  # /ui: dashboard and side-by-side playground
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)

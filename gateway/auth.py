@@ -32,6 +32,9 @@ class APIKeys:
         return matched
 
 
+KEY_COOKIE = "blendgate_key"  # set by /ui/login, so the /ui page's own calls carry the key
+
+
 def bearer_token(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -39,12 +42,17 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
+def presented_key(request: Request) -> str | None:
+    """The bearer token, else the /ui page's key cookie (SameSite=Strict: same-site only)."""
+    return bearer_token(request) or request.cookies.get(KEY_COOKIE) or None
+
+
 async def require_api_key(request: Request) -> None:
     """FastAPI dependency: 401 in OpenAI's shape unless a configured key is presented."""
     keys: APIKeys = request.app.state.api_keys
     if not keys.keys:
         return
-    token = bearer_token(request)
+    token = presented_key(request)
     if token is None:
         raise APIError(
             401,
