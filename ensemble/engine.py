@@ -158,7 +158,7 @@ class BlendEngine:
     ) -> BlendEngine:
         """Build backends, rankers (one per distinct config) and fusers; models load off-loop
         (backends with a ``start()`` coroutine, i.e. local models, start concurrently with the
-        ranker and fuser models).
+        ranker and fuser models). Each component logs one line when it has loaded.
 
         ``backends`` injects ready backends (tests, embedding); the engine then does not close
         them. ``ranker_builder`` / ``fuser_builder`` replace the factories (the Ray Serve
@@ -178,15 +178,18 @@ class BlendEngine:
                 backends = owned_map = build_backends(config)
                 owned = list(owned_map.values())
                 # local models load while the rankers and fusers below load theirs
-                starting = asyncio.ensure_future(_all([_start(b) for b in owned]))
+                starting = asyncio.ensure_future(
+                    _all([_logged(f"backend {b.name}", _start(b)) for b in owned]))
             ensembles: dict[str, _Ensemble] = {}
             singles: dict[str, Backend] = {}
             for model in config.models:
                 if isinstance(model, SingleModelConfig):
                     singles[model.id] = backends[model.backend]
                     continue
-                fuser = await fusers.get(model.fuser)
-                ranker = await rankers.get(model.ranker)
+                fuser = await _logged(f"fuser {model.fuser.type} of {model.id}",
+                                      fusers.get(model.fuser))
+                ranker = await _logged(f"ranker {model.ranker.type} of {model.id}",
+                                       rankers.get(model.ranker))
                 ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser)
             for name in config.served_model_ids():
                 if name not in ensembles and name not in singles:
@@ -196,12 +199,15 @@ class BlendEngine:
             service: Ranker | None = None
             if config.rank_service is not None:
                 if not isinstance(config.rank_service, NoRankerConfig):
-                    service = await rankers.get(config.rank_service)
+                    service = await _logged(f"ranker {config.rank_service.type} of rank_service",
+                                            rankers.get(config.rank_service))
             else:
                 service = next((e.ranker for e in ensembles.values()
                                 if not isinstance(e.cfg.ranker, NoRankerConfig)), None)
             if config.fuse_service is not None:
-                service_fuser: Fuser | None = await fusers.get(config.fuse_service)
+                service_fuser: Fuser | None = await _logged(
+                    f"fuser {config.fuse_service.type} of fuse_service",
+                    fusers.get(config.fuse_service))
             else:
                 service_fuser = next((e.fuser for e in ensembles.values()), None)
             if starting is not None:
@@ -516,6 +522,15 @@ async def _start(backend: Backend) -> None:
     start = getattr(backend, "start", None)
     if start is not None:
         await start()
+
+
+async def _logged(component: str, loading: Awaitable[T]) -> T:
+    """Await ``loading`` and log one line saying how long ``component`` took to load (a shared
+    ranker already loaded shows 0.0 s)."""
+    started = time.perf_counter()
+    result = await loading
+    logger.info("loaded %s in %.1f s", component, time.perf_counter() - started)
+    return result
 
 
 async def _close_all(closables: Sequence[Closable]) -> None:

@@ -1,8 +1,9 @@
 """``create_app(config)``: the FastAPI app, its lifespan and its error handlers.
 
-Nothing happens at import. The lifespan builds the engine from the parsed config (or uses the
-one passed in, which the caller then owns and closes) and keeps it as ``app.state.engine``;
-routes reach it there, and so does the ranking service router.
+Nothing happens at import. The lifespan starts building the engine from the parsed config in
+the background (``gateway.loading``), so the port opens at once, or uses the one passed in,
+which the caller then owns and closes. Routes reach it through ``app.state.loading``, which
+answers 503 while the models load.
 
 Every error leaves in OpenAI's shape ``{"error": {message, type, param, code}}``:
 ``APIError`` as is, ``BlendError`` through ``gateway.errors``' table, routing errors (404/405)
@@ -32,6 +33,7 @@ from gateway.convert import RequestLimits
 from gateway.deps import Engine
 from gateway.errors import APIError, from_blend_error, internal_error
 from gateway.experiment_metrics import ExperimentCollector
+from gateway.loading import EngineLoading
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.settings import read_api_keys
 from gateway.streaming import ClientDisconnected
@@ -47,30 +49,33 @@ def create_app(
     build_engine: Callable[[BlendgateConfig], Awaitable[Engine]] | None = None,
 ) -> FastAPI:
     """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI);
-    ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads. ``build_engine``
-    builds the app's own engine another way (the Ray Serve ingress: rankers and fusers as
-    deployment clients); default ``BlendEngine.from_config``."""
+    otherwise ``build_engine(config)`` runs in the background once the server listens
+    (default ``BlendEngine.from_config``; the Ray Serve ingress builds rankers and fusers as
+    deployment clients). ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP)
+    re-reads."""
+
+    async def start_experiments(ready: Engine) -> None:
+        # judges are models too: they load with the engine, before it is served
+        app.state.experiments = await ExperimentRuntime.start(config, ready)  # type: ignore[arg-type]
+
+    loading = (EngineLoading(engine=engine, prepare=start_experiments) if engine is not None
+               else EngineLoading(lambda: (build_engine or BlendEngine.from_config)(config),
+                                  prepare=start_experiments))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = engine is None
-        if engine is None:
-            app.state.engine = await (build_engine or BlendEngine.from_config)(config)
-        else:
-            app.state.engine = engine
+        await loading.start()
         try:
-            app.state.experiments = await ExperimentRuntime.start(config, app.state.engine)
-            try:
-                yield
-            finally:
-                await app.state.experiments.aclose()
+            yield
         finally:
-            if owned:
-                await app.state.engine.aclose()
+            if app.state.experiments is not None:
+                await app.state.experiments.aclose()
+            await loading.aclose()
 
     app = FastAPI(title="blendgate", summary="OpenAI-compatible LLM ensemble gateway",
                   lifespan=lifespan)
     app.state.config = config
+    app.state.loading = loading
     app.state.limits = RequestLimits.from_config(config)
     app.state.api_keys = APIKeys.of(read_api_keys(config.server))
     app.state.config_path = config_path

@@ -4,7 +4,8 @@ Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: 
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
 bad ``BLENDGATE_*`` value prints one line (file, key, what is wrong) and exits with status 2,
 without a traceback. ``check-config`` runs the same steps as ``serve`` and stops before
-loading anything.
+loading anything. ``serve`` listens at once and loads the models in the background; a
+model that cannot load stops the server and is reported the same way.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import uvicorn
 from fastapi import FastAPI
 
 from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
-from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
 from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
+from gateway.loading import EngineLoading
 from gateway.settings import GatewaySettings, default_config_path, load_settings
 
 EXIT_CONFIG = 2
@@ -146,15 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str,
                 config_path: Path | None = None) -> None:
-    engine = await BlendEngine.from_config(config)
-    try:
-        app = create_app(config, engine=engine, config_path=config_path)
-        server = uvicorn.Server(server_config(app, config, host=host, port=port,
-                                              log_level=log_level))
-        _reload_on_sighup(app)
-        await server.serve()
-    finally:
-        await engine.aclose()
+    """Listen at once; the models load in the background (``gateway.loading``). A load that
+    fails stops the server and is raised here, so a ``ConfigError`` still exits with 2."""
+    app = create_app(config, config_path=config_path)
+    server = uvicorn.Server(server_config(app, config, host=host, port=port,
+                                          log_level=log_level))
+    loading: EngineLoading = app.state.loading
+    loading.on_failure = lambda exc: setattr(server, "should_exit", True)
+    _reload_on_sighup(app)
+    await server.serve()
+    if loading.error is not None:
+        raise loading.error
 
 
 def server_config(

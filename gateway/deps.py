@@ -38,7 +38,8 @@ class Engine(Protocol):
 # These are ``async def`` although they never await: FastAPI runs a sync dependency on a
 # worker thread, which cost ~12% of the gateway's CPU per request (py-spy, bench_gateway.py).
 async def get_engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
+    """The engine once loaded; 503 with ``Retry-After`` while it loads (``gateway.loading``)."""
+    engine: Engine = request.app.state.loading.engine()
     return engine
 
 

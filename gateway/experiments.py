@@ -66,6 +66,7 @@ class FeedbackRequest(BaseModel):
 
 
 async def get_runtime(request: Request) -> ExperimentRuntime:
+    request.app.state.loading.engine()  # 503 while the models (and judges) load
     runtime: ExperimentRuntime = request.app.state.experiments
     return runtime
 
@@ -147,6 +148,7 @@ async def reload_experiments(app: Any) -> dict[str, Any]:
     except ConfigError as exc:
         raise APIError(400, f"config not reloaded: {exc}", code="invalid_config") from None
     old = app.state.config
+    app.state.loading.engine()  # 503 while the models (and judges) load
     runtime: ExperimentRuntime = app.state.experiments
     experiment_ids = {e.id for e in old.experiments}
     if {e.id for e in new.experiments} != experiment_ids:

@@ -88,7 +88,7 @@ async def _fuse_body(request: Request) -> FuseRequest:
 
 
 def _service_fuser(request: Request) -> Fuser:
-    get = getattr(request.app.state.engine, "service_fuser", None)
+    get = getattr(request.app.state.loading.engine(), "service_fuser", None)
     fuser: Fuser | None = get() if get is not None else None
     if fuser is None:
         raise APIError(501, "No fuser is configured on this server (set fuse_service).",

@@ -125,7 +125,7 @@ async def _compare_body(request: Request) -> CompareRequest:
 
 
 def _service_ranker(request: Request) -> Ranker:
-    ranker: Ranker | None = request.app.state.engine.service_ranker()
+    ranker: Ranker | None = request.app.state.loading.engine().service_ranker()
     if ranker is None:
         raise APIError(501, "No ranking model is configured on this server (set rank_service).",
                        type="invalid_request_error", code="ranker_not_configured")

@@ -9,6 +9,7 @@ import time
 import uuid
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ensemble.experiments.runtime import Served
@@ -23,6 +24,7 @@ from gateway.convert import (
 )
 from gateway.deps import ChatBody, EngineDep, LimitsDep, MetricsDep
 from gateway.experiments import StreamRecorder, arm_headers, experiment_info
+from gateway.loading import EngineLoading
 from gateway.metrics import STATE_MODEL, STATE_STATUS
 from gateway.protocol import ChatCompletionResponse, ModelList
 from gateway.streaming import cancel_on_disconnect, open_stream
@@ -32,8 +34,18 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 
 @public.get("/health")
-async def health(engine: EngineDep) -> dict[str, object]:
-    return {"status": "ok", "models": [m.id for m in engine.models()]}
+async def health(request: Request) -> Response:
+    """200 ``{"status": "ok", "models_loaded": N}`` once the models are loaded; 503 with
+    ``"loading"`` (and the seconds so far) or ``"failed"`` before. No key is needed, so no
+    model ids are listed (``GET /v1/models`` lists them)."""
+    loading: EngineLoading = request.app.state.loading
+    state = loading.state
+    body: dict[str, object] = {"status": state}
+    if state == "ok":
+        body["models_loaded"] = len(loading.engine().models())
+    elif state == "loading":
+        body["elapsed_s"] = round(loading.elapsed_s(), 1)
+    return JSONResponse(body, status_code=200 if state == "ok" else 503)
 
 
 @public.get("/metrics")

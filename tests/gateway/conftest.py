@@ -181,7 +181,8 @@ def free_port() -> int:
 def running_server(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port in a thread; yields the base URL.
 
-    Startup includes the lifespan, i.e. loading the engine's models.
+    It returns once the engine's models are loaded (the lifespan loads them in the
+    background) or failed to load.
     """
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -190,7 +191,8 @@ def running_server(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[st
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout_s
-        while not server.started:
+        loading = getattr(app.state, "loading", None)  # None: not a blendgate app
+        while not server.started or (loading is not None and loading.state == "loading"):
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start (see the log above)")
             time.sleep(0.01)

@@ -86,7 +86,7 @@ async def test_async_client_errors_are_openai_exceptions(client: httpx.AsyncClie
 async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     health = await client.get("/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "models": [ENSEMBLE, SINGLE]}
+    assert health.json() == {"status": "ok", "models_loaded": 2}  # no ids without a key
     await client.post("/v1/chat/completions", json={"model": ENSEMBLE, "messages": MESSAGES})
     await client.post("/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
     await client.post("/v1/chat/completions", content=b"{")
@@ -112,5 +112,5 @@ def test_each_app_has_its_own_registry(config: object, engine: ScriptedEngine) -
 
 async def test_lifespan_closes_only_engines_it_built(app: FastAPI, engine: ScriptedEngine) -> None:
     async with app.router.lifespan_context(app):
-        assert app.state.engine is engine
+        assert app.state.loading.engine() is engine
     assert engine.closed is False

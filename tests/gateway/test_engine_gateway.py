@@ -59,6 +59,7 @@ async def http(engine_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with engine_app.router.lifespan_context(engine_app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=engine_app), base_url="http://gateway", timeout=30
     ) as client:
+        assert await engine_app.state.loading.wait() == "ok"  # models load in the background
         yield client
 
 

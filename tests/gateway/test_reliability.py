@@ -81,7 +81,7 @@ def stall_url(stall_app: FastAPI) -> Iterator[str]:
 
 def fuse_pool_connections(app: FastAPI) -> int:
     """Connections the fuse backend's httpx pool still holds (open or in use)."""
-    backend = app.state.engine._ensembles["fuse-stall"].fuser._backend
+    backend = app.state.loading.engine()._ensembles["fuse-stall"].fuser._backend
     return len(backend._client._transport._pool.connections)
 
 
@@ -137,6 +137,7 @@ async def errors_http(fake_upstreams: FakeUpstreams) -> Any:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30
     ) as client:
+        assert await app.state.loading.wait() == "ok"  # models load in the background
         yield client
 
 

@@ -44,6 +44,7 @@ async def _client(config: BlendgateConfig) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=60
     ) as client:
+        assert await app.state.loading.wait() == "ok"  # models load in the background
         yield client
 
 

@@ -159,6 +159,7 @@ async def test_rank_service_built_by_the_real_engine(tiny_pairrm_hf_dir: Path, t
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=transport, base_url="http://test") as client:
+        assert await app.state.loading.wait() == "ok"  # models load in the background
         response = await client.post("/v1/rank", json={"prompt": PROMPT, "candidates": CANDS})
     assert response.status_code == 200, response.text
     expected = scores_from_matrix(full_matrix(tiny_pairrm, [PROMPT], [CANDS]))[0]
