@@ -1,9 +1,9 @@
 """``create_app(config)``: the FastAPI app, its lifespan and its error handlers.
 
-Nothing happens at import. The lifespan starts building the engine from the parsed config in
-the background (``gateway.loading``), so the port opens at once, or uses the one passed in,
-which the caller then owns and closes. Routes reach it through ``app.state.loading``, which
-answers 503 while the models load.
+Nothing happens at import. The lifespan builds the engine from the parsed config
+(``gateway.loading``; in the background for ``blendgate serve``, so the port opens at once),
+or uses the one passed in, which the caller then owns and closes. Routes reach it through
+``app.state.loading``, which answers 503 while the models load.
 
 Every error leaves in OpenAI's shape ``{"error": {message, type, param, code}}``:
 ``APIError`` as is, ``BlendError`` through ``gateway.errors``' table, routing errors (404/405)
@@ -47,12 +47,14 @@ def create_app(
     engine: Engine | None = None,
     config_path: Path | None = None,
     build_engine: Callable[[BlendgateConfig], Awaitable[Engine]] | None = None,
+    load_in_background: bool = False,
 ) -> FastAPI:
-    """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests, CLI);
-    otherwise ``build_engine(config)`` runs in the background once the server listens
-    (default ``BlendEngine.from_config``; the Ray Serve ingress builds rankers and fusers as
-    deployment clients). ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP)
-    re-reads."""
+    """The gateway for ``config``. Pass ``engine`` to serve one built elsewhere (tests);
+    otherwise the lifespan runs ``build_engine(config)`` (default ``BlendEngine.from_config``;
+    the Ray Serve ingress builds rankers and fusers as deployment clients).
+    ``load_in_background`` (``blendgate serve``) lets the server listen while it runs, with
+    ``/health`` at 503 "loading" until it is done; otherwise start-up waits for it and fails
+    with it. ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads."""
 
     async def start_experiments(ready: Engine) -> None:
         # judges are models too: they load with the engine, before it is served
@@ -65,6 +67,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await loading.start()
+        if not load_in_background and await loading.wait() == "failed":
+            assert loading.error is not None
+            raise loading.error
         try:
             yield
         finally:

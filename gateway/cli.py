@@ -149,7 +149,7 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
                 config_path: Path | None = None) -> None:
     """Listen at once; the models load in the background (``gateway.loading``). A load that
     fails stops the server and is raised here, so a ``ConfigError`` still exits with 2."""
-    app = create_app(config, config_path=config_path)
+    app = create_app(config, config_path=config_path, load_in_background=True)
     server = uvicorn.Server(server_config(app, config, host=host, port=port,
                                           log_level=log_level))
     loading: EngineLoading = app.state.loading

@@ -55,7 +55,7 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
     config: BlendgateConfig,
 ) -> None:
     build = GatedBuild()
-    app = create_app(config, build_engine=build)
+    app = create_app(config, build_engine=build, load_in_background=True)
     async for client in client_for(app):
         health = await client.get("/health")
         assert health.status_code == 503
@@ -80,7 +80,7 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
 
 async def test_failed_load_is_reported_and_calls_on_failure(config: BlendgateConfig) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
-    app = create_app(config, build_engine=build)
+    app = create_app(config, build_engine=build, load_in_background=True)
     loading: EngineLoading = app.state.loading
     seen: list[BaseException] = []
     loading.on_failure = seen.append
@@ -110,7 +110,7 @@ async def test_one_log_line_per_component_and_a_ready_line(
     fake_upstreams: FakeUpstreams, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    app = create_app(real_config(fake_upstreams))
+    app = create_app(real_config(fake_upstreams), load_in_background=True)
     async for _ in client_for(app):
         assert await app.state.loading.wait() == "ok"
     lines = [r.getMessage() for r in caplog.records
@@ -136,3 +136,14 @@ def test_serve_exits_2_when_a_model_cannot_load(tmp_path: Path) -> None:
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert "blendgate: config error:" in result.stderr
     assert "/nonexistent/model.gguf" in result.stderr
+
+
+async def test_without_background_loading_start_up_waits_and_fails(
+    config: BlendgateConfig,
+) -> None:
+    build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
+    build.release.set()
+    app = create_app(config, build_engine=build)
+    with pytest.raises(ConfigError, match="no such model file"):
+        async with app.router.lifespan_context(app):
+            pass
