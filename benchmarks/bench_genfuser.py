@@ -43,12 +43,12 @@ from typing import Any
 
 import sentencepiece as spm
 import torch
-from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration, T5Tokenizer
+from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser import GenFuser
 from ensemble.fusers.genfuser.api import FuserSettings, fuse_batch
-from ensemble.fusers.genfuser.model import LoadedFuser
+from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser_tokenizer
 from ensemble.types import ChatMessage, SamplingParams
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -158,7 +158,7 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = DTYPES[args.dtype or ("float32" if args.small else "bfloat16")]
     if args.tokenizer is not None:
-        tokenizer = AutoTokenizer.from_pretrained(str(args.tokenizer))
+        tokenizer = load_fuser_tokenizer(Path(args.tokenizer))  # as GenFuser loads it
     else:
         tokenizer = offline_tokenizer([t for q, a in requests for t in (q, *a)])
     model = build_model(SMALL if args.small else XL, dtype, device, args.new_tokens, tokenizer)

@@ -58,7 +58,7 @@ def load_fuser(
     torch_dtype = resolve_dtype(dtype, target)
     try:
         directory = resolve_dir(checkpoint, cache_dir, key="fuser.checkpoint")
-        tokenizer = _tokenizer(directory)
+        tokenizer = load_fuser_tokenizer(directory)
         model = AutoModelForSeq2SeqLM.from_pretrained(str(directory), dtype=torch_dtype)
     except (ConfigError, OSError, ValueError) as exc:
         raise ConfigError(f"cannot load GenFuser checkpoint {checkpoint!r}: {exc}",
@@ -67,7 +67,7 @@ def load_fuser(
     return LoadedFuser(model=model, tokenizer=tokenizer, device=target, dtype=torch_dtype)
 
 
-def _tokenizer(directory: Path) -> Any:
+def load_fuser_tokenizer(directory: Path) -> Any:
     """``tokenizer.json`` verbatim (the ids the original got); ``spiece.model`` only without one."""
     if has_tokenizer_file(directory):
         return load_tokenizer_file(directory)
