@@ -131,7 +131,7 @@ async def get_experiment(experiment_id: str, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/admin/reload")
-async def reload(request: Request) -> Response:
+async def reload(request: Request, runtime: RuntimeDep) -> Response:
     """Re-read the config file and apply its ``experiments:`` (weights, shadow, judge)."""
     return JSONResponse(await reload_experiments(request.app))
 

@@ -311,3 +311,15 @@ def test_member_summary_has_tokens_per_member_and_fuser() -> None:
         "fuser:llm": {"candidates": 0, "latency_s": 0.0, "failures": 0, "prompt_tokens": 50,
                       "completion_tokens": 20},
     }
+
+
+async def test_experiment_routes_answer_503_while_loading(tmp_path: Path,
+                                                           slow_engine: SlowSingleEngine) -> None:
+    app = create_app(write_config(tmp_path / "c.yaml", config_data(tmp_path)), engine=slow_engine)
+    transport = httpx.ASGITransport(app=app)  # no lifespan: still "loading"
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        for method, url in (("GET", "/v1/experiments"), ("POST", "/v1/feedback"),
+                            ("POST", "/admin/reload")):
+            response = await client.request(method, url)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "model_not_ready"
