@@ -60,5 +60,9 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
   CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status != 200)"]
 
+# SIGTERM (docker stop, Kubernetes) drains requests in flight for server.drain_grace_s, then
+# ends open streams with an error event and [DONE]; give the container that long to stop
+# (docker-compose.yml: stop_grace_period).
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["blendgate", "serve", "--host", "0.0.0.0"]
 CMD ["--port", "8000", "--config", "/etc/blendgate/config.yaml"]

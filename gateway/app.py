@@ -31,6 +31,7 @@ from gateway import experiments, fusing, ranking, routes, ui
 from gateway.auth import APIKeys
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
+from gateway.drain import Drain
 from gateway.errors import APIError, from_blend_error, internal_error
 from gateway.experiment_metrics import ExperimentCollector
 from gateway.loading import EngineLoading
@@ -81,6 +82,7 @@ def create_app(
                   lifespan=lifespan)
     app.state.config = config
     app.state.loading = loading
+    app.state.drain = Drain(config.server.drain_grace_s)  # DrainingServer starts it (SIGTERM)
     app.state.limits = RequestLimits.from_config(config)
     app.state.api_keys = APIKeys.of(read_api_keys(config.server))
     app.state.config_path = config_path

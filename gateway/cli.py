@@ -27,6 +27,7 @@ from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
 from ensemble.errors import ConfigError
 from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
+from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
 from gateway.loading import EngineLoading
@@ -150,8 +151,8 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
     """Listen at once; the models load in the background (``gateway.loading``). A load that
     fails stops the server and is raised here, so a ``ConfigError`` still exits with 2."""
     app = create_app(config, config_path=config_path, load_in_background=True)
-    server = uvicorn.Server(server_config(app, config, host=host, port=port,
-                                          log_level=log_level))
+    server = DrainingServer(server_config(app, config, host=host, port=port,
+                                          log_level=log_level), app.state.drain)
     loading: EngineLoading = app.state.loading
     loading.on_failure = lambda exc: setattr(server, "should_exit", True)
     _reload_on_sighup(app)
@@ -163,9 +164,10 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
 def server_config(
     app: FastAPI, config: BlendgateConfig, *, host: str, port: int, log_level: str
 ) -> uvicorn.Config:
-    """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``."""
+    """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``
+    (``gateway.drain`` then ends them; uvicorn cancels what is left ``DRAIN_MARGIN_S`` later)."""
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          timeout_graceful_shutdown=config.server.drain_grace_s)
+                          timeout_graceful_shutdown=config.server.drain_grace_s + DRAIN_MARGIN_S)
 
 
 def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:

@@ -36,10 +36,10 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 @public.get("/health")
 async def health(request: Request) -> Response:
     """200 ``{"status": "ok", "models_loaded": N}`` once the models are loaded; 503 with
-    ``"loading"`` (and the seconds so far) or ``"failed"`` before. No key is needed, so no
+    ``"loading"`` (and the seconds so far) or ``"failed"`` before, ``"draining"`` after SIGTERM. No key is needed, so no
     model ids are listed (``GET /v1/models`` lists them)."""
     loading: EngineLoading = request.app.state.loading
-    state = loading.state
+    state = "draining" if request.app.state.drain.draining else loading.state
     body: dict[str, object] = {"status": state}
     if state == "ok":
         body["models_loaded"] = len(loading.engine().models())

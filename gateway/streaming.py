@@ -12,7 +12,8 @@ a long fan-out; a failure after that point is reported in-band.
 
 When the client disconnects, sse-starlette cancels the body iterator; the pending chunk and the
 chunk iterator are cancelled and closed, and through them the engine's generator, so upstream
-calls stop.
+calls stop. On SIGTERM, streams get ``server.drain_grace_s`` to finish; then the drain cuts them
+the same way and they end with one error event and ``[DONE]`` (``gateway.drain``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
 from ensemble.cancellation import aclose_shielded, cancel_and_wait
+from gateway.drain import DRAIN_MARGIN_S, Drain, request_cut
 from gateway.errors import to_api_error
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,8 @@ class ClientDisconnected(Exception):
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``, cancelling it (and raising ``ClientDisconnected``) if the client leaves.
+    """Await ``work``, cancelling it (and raising ``ClientDisconnected``) if the client leaves,
+    or (raising ``ServerShuttingDown``, a 503) when the SIGTERM drain's grace is over.
 
     Call this only once the request body has been read: it consumes ``receive`` messages.
     """
@@ -56,7 +59,8 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
     watcher = asyncio.create_task(watch())
     try:
-        return await task
+        with request_cut(_drain(request)) as cut:
+            return await cut.step(task)
     except asyncio.CancelledError:
         if watcher.done() and not watcher.cancelled():
             raise ClientDisconnected from None
@@ -86,11 +90,20 @@ async def open_stream(
     if first.done() and first.exception() is not None:
         await _discard(first, chunks)
         first.result()  # raises the early error
+    drain = _drain(request)
     return EventSourceResponse(
-        _events(first, chunks, on_done),
+        _events(first, chunks, on_done, drain),
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # sse-starlette cancels streams (no error event, no [DONE]) once the server stops,
+        # after this grace; the drain ends them properly first (gateway/drain.py)
+        shutdown_grace_period=drain.grace_s + DRAIN_MARGIN_S if drain is not None else 0,
     )
+
+
+def _drain(request: Request) -> Drain | None:
+    drain: Drain | None = getattr(request.app.state, "drain", None)
+    return drain
 
 
 async def _next_or_none(items: AsyncIterator[T]) -> T | None:
@@ -110,14 +123,16 @@ async def _events(
     first: asyncio.Future[BaseModel | None],
     rest: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
+    drain: Drain | None,
 ) -> AsyncIterator[ServerSentEvent]:
     status = 200
     try:
-        head = await first
-        if head is not None:
-            yield _data(head.model_dump_json())
-            async for chunk in rest:
-                yield _data(chunk.model_dump_json())
+        with request_cut(drain) as cut:  # the drain deadline raises ServerShuttingDown here
+            head = await cut.step(first)
+            if head is not None:
+                yield _data(head.model_dump_json())
+                while (chunk := await cut.step(anext(rest, None))) is not None:
+                    yield _data(chunk.model_dump_json())
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise

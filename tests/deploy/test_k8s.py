@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from ensemble.config import parse_config
+from gateway.drain import DRAIN_MARGIN_S
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.33.0"
@@ -51,7 +52,8 @@ def test_pods_drain_within_their_grace_and_configs_load() -> None:
         config_file = container["args"][container["args"].index("--config") + 1]
         config = parse_config(yaml.safe_load(configmap["data"][Path(config_file).name]))
         pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
-        assert pod["terminationGracePeriodSeconds"] >= pause + config.server.drain_grace_s
+        assert (pod["terminationGracePeriodSeconds"]
+                >= pause + config.server.drain_grace_s + DRAIN_MARGIN_S)
         assert container["readinessProbe"]["httpGet"]["path"] == "/health"
         assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
     ranker = next(d for d in deployments if d["metadata"]["name"] == "blendgate-ranker")
