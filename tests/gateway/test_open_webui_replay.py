@@ -5,7 +5,7 @@ real: chat requests carry Open WebUI's 36 built-in tools and no ``max_tokens``; 
 follow-up tasks go to the same model. Each must answer 200 with text, streamed or not.
 
 The config is gateway/configs/default.yaml with two changes to keep CPU time down: 2 samples instead
-of 4, and ``max_tokens_limit: 24`` (answers are cut, not refused).
+of 4, and answers of at most 24 tokens (``default_max_tokens`` and ``max_tokens_limit``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _captures() -> list[Any]:
 def gateway_url() -> Iterator[str]:
     data: dict[str, Any] = yaml.safe_load((REPO / "gateway" / "configs" / "default.yaml").read_text())
     data["models"][0]["members"][0]["samples"] = 2
-    data["server"]["max_tokens_limit"] = 24
+    data["server"]["max_tokens_limit"] = data["server"]["default_max_tokens"] = 24
     data["server"]["api_keys_env"] = None
     with running_server(create_app(parse_config(data)), startup_timeout_s=600) as url:
         yield url
