@@ -264,6 +264,15 @@ class MemberConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # sampling overrides for this member
 
 
+class ToolPolicyConfig(_Strict):
+    """When an ensemble answers with a tool call (see ensemble/output_policy.py)."""
+
+    # "best": when the ranked-best candidate is a call; "majority": when at least
+    # ``majority`` of the screened candidates are calls (the best-ranked call wins).
+    decide: Literal["best", "majority"] = "best"
+    majority: float = Field(0.5, gt=0, le=1)
+
+
 class EnsembleModelConfig(_Strict):
     type: Literal["ensemble"] = "ensemble"
     id: str
@@ -282,6 +291,7 @@ class EnsembleModelConfig(_Strict):
     # event); "best_candidate" answers the best-ranked candidate (unranked: the members'
     # order) if no fused token was sent yet.
     on_deadline: Literal["error", "best_candidate"] = "error"
+    tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
 
 
 class SingleModelConfig(_Strict):

@@ -31,9 +31,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, S
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from ensemble.backends.base import Backend
+from ensemble.backends.openai_wire import merge_logprobs
 from ensemble.cancellation import cancel_and_wait, closing
 from ensemble.config import (
     BlendgateConfig,
@@ -48,6 +49,7 @@ from ensemble.errors import (
     DeadlineExceeded,
     FuserError,
     InvalidParamsError,
+    NoCandidatesError,
     OverloadedError,
     RankerError,
     UnknownModelError,
@@ -55,6 +57,14 @@ from ensemble.errors import (
 from ensemble.fanout import FanoutMember, FanoutResult, fan_out
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
+from ensemble.output_policy import (
+    answer_error,
+    rank_text,
+    screen,
+    text_order,
+    tool_winner,
+    wants_json,
+)
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
 from ensemble.shared import Closable, SharedByConfig
@@ -62,6 +72,7 @@ from ensemble.types import (
     BlendReport,
     BlendRequest,
     BlendResult,
+    Candidate,
     ChatMessage,
     Choice,
     FuseStream,
@@ -71,6 +82,7 @@ from ensemble.types import (
     StageTimings,
     StreamEnd,
     TextDelta,
+    ToolCall,
     Usage,
     UsagePart,
 )
@@ -107,11 +119,12 @@ class _Ensemble:
 class _Selection:
     """What fan-out and ranking hand to the fuse stage."""
 
-    fanout: FanoutResult
+    fanout: FanoutResult  # its candidates are the screened ones (see ensemble.output_policy)
     ranking: Ranking | None
-    top: tuple[str, ...]  # best first
+    top: tuple[Candidate, ...]  # the text candidates to fuse, best first
     fanout_s: float
     rank_s: float
+    call: Candidate | None = None  # the tool call the ensemble answers with, if any
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,8 @@ class _Fused:
     finish_reason: str | None
     usage: Usage
     fuser: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    logprobs: Mapping[str, Any] | None = None
 
 
 class BlendEngine:
@@ -294,6 +309,12 @@ class BlendEngine:
         found = self._ensembles.get(request.model) or self._singles.get(request.model)
         if found is None:
             raise UnknownModelError(request.model)
+        fuser = found.cfg.fuser.type if isinstance(found, _Ensemble) else None
+        if request.params.logprobs and fuser not in (None, "llm", "none"):
+            # The text comes from the fuser (or its member); only an LLM or a member has them.
+            raise InvalidParamsError(
+                f"logprobs are not available from `{request.model}`: its {fuser} fuser "
+                "produces text without token log-probabilities.", param="logprobs")
         return found
 
     # ------------------------------------------------------------------ ensembles
@@ -303,18 +324,10 @@ class BlendEngine:
         deadline = _Deadline.start(ens.cfg)
         chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
-        try:
-            async with deadline.bound("fusing"):
-                fused = await _all([
-                    _fuse_text(ens.fuser, request.messages, chosen.top, request.params)
-                    for _ in range(request.n)
-                ])
-        except DeadlineExceeded:
-            if not deadline.fallback:
-                raise
-            fused = [_Fused(chosen.top[0], "stop", Usage(), DEADLINE_FALLBACK)] * request.n
+        fused = await _answer(ens, request, chosen, deadline)
         done = time.perf_counter()
-        choices = [Choice(i, f.text, f.finish_reason) for i, f in enumerate(fused)]
+        choices = [Choice(i, f.text, f.finish_reason, f.tool_calls, f.logprobs)
+                   for i, f in enumerate(fused)]
         fuse_usage = sum((f.usage for f in fused), Usage())
         usage = chosen.fanout.usage + fuse_usage
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
@@ -329,12 +342,26 @@ class BlendEngine:
         chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
         fuse_usage = Usage()
+        if chosen.call is not None or wants_json(request.params):
+            # A tool call, or JSON that is checked before it is sent: one whole answer.
+            fused = await _answer(ens, request, chosen, deadline)
+            for choice, answer in enumerate(fused):
+                fuse_usage += answer.usage
+                yield TextDelta(answer.text, choice, answer.finish_reason,
+                                tool_calls=_indexed(answer.tool_calls), logprobs=answer.logprobs)
+            done = time.perf_counter()
+            timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started,
+                                   done - started)
+            yield StreamEnd(chosen.fanout.usage + fuse_usage,
+                            _report(chosen, fused[0].fuser, timings, fuse_usage))
+            return
         fuser = DEADLINE_FALLBACK
         sent = False
+        params = request.params.without_tools()
         try:
             async with deadline.bound("fusing"):
                 streams = await _all([
-                    _start_fuse(ens.fuser, request.messages, chosen.top, request.params)
+                    _start_fuse(ens.fuser, request.messages, _texts(chosen.top), params)
                     for _ in range(request.n)
                 ])
             fuser = streams[0].fuser
@@ -347,8 +374,9 @@ class BlendEngine:
             if sent or not deadline.fallback:
                 raise  # mid-stream: the gateway sends one error event, then [DONE]
             fuser = DEADLINE_FALLBACK
+            best = chosen.top[0]
             for choice in range(request.n):
-                yield TextDelta(chosen.top[0], choice, "stop")
+                yield TextDelta(best.text, choice, "stop", logprobs=best.logprobs)
         done = time.perf_counter()
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
         yield StreamEnd(chosen.fanout.usage + fuse_usage,
@@ -362,23 +390,30 @@ class BlendEngine:
         result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
                                deadline_s=deadline.left_s(), quorum_wait_s=ens.cfg.quorum_wait_s)
         fanned_out = time.perf_counter()
-        texts = [c.text for c in result.candidates]
+        screened = screen(result.candidates, request.params)
+        result = replace(result, candidates=screened.candidates,
+                         failures=(*result.failures, *screened.failures))
+        if not result.candidates:
+            raise NoCandidatesError("no candidate satisfied the request's tools or "
+                                    "response_format", result.failures)
+        texts = [rank_text(c) for c in result.candidates]
         ranking = None
-        top = texts
         if len(texts) > 1:
             try:
                 async with deadline.bound("ranking"):
                     ranking = await _rank(ens.ranker, request.messages, texts)
-                top = [texts[i] for i in ranking.order()]
             except DeadlineExceeded:
                 if not deadline.fallback:
                     raise
                 # unranked: the members' order, as the ``none`` ranker would give
-        return _Selection(result, ranking, tuple(top[: ens.cfg.top_k]),
-                          fanned_out - started, time.perf_counter() - fanned_out)
+        call = tool_winner(result.candidates, ranking, ens.cfg.tools)
+        top = text_order(result.candidates, ranking)[: ens.cfg.top_k]
+        return _Selection(result, ranking, tuple(top), fanned_out - started,
+                          time.perf_counter() - fanned_out, call)
 
 
 DEADLINE_FALLBACK = "none (deadline)"  # BlendReport.fuser when on_deadline answered
+TOOL_CALL_ANSWER = "none (tool call)"  # BlendReport.fuser when a member's tool call answered
 
 
 @dataclass(frozen=True)
@@ -449,20 +484,75 @@ async def _start_fuse(
         raise FuserError(f"fuser {fuser.name}: {type(exc).__name__}: {exc}") from exc
 
 
+async def _answer(
+    ens: _Ensemble, request: BlendRequest, chosen: _Selection, deadline: _Deadline
+) -> list[_Fused]:
+    """The ``n`` whole answers: the winning tool call, or the fused text (see output_policy).
+
+    With a JSON ``response_format`` only an ``llm`` fuser (constrained by its backend) fuses;
+    others fall back to the best candidate. A fused answer that breaks the format is
+    replaced by the best candidate too, and ``fuser`` in the report says so.
+    """
+    if chosen.call is not None:
+        call = chosen.call
+        return [_Fused("", "tool_calls", Usage(), TOOL_CALL_ANSWER, call.tool_calls,
+                       call.logprobs)] * request.n
+    best = chosen.top[0]
+    selected = _Fused(best.text, best.finish_reason or "stop", Usage(), "none",
+                      logprobs=best.logprobs)
+    params = request.params.without_tools()
+    json_mode = wants_json(params)
+    if json_mode and ens.cfg.fuser.type != "llm":
+        kind = ens.cfg.fuser.type
+        label = "none" if kind == "none" else f"none ({kind} cannot follow response_format)"
+        return [replace(selected, fuser=label)] * request.n
+    try:
+        async with deadline.bound("fusing"):
+            fused = await _all([
+                _fuse_text(ens.fuser, request.messages, _texts(chosen.top), params)
+                for _ in range(request.n)
+            ])
+    except DeadlineExceeded:
+        if not deadline.fallback:
+            raise
+        return [replace(selected, fuser=DEADLINE_FALLBACK)] * request.n
+    if json_mode:
+        fused = [
+            f if answer_error(f.text, params) is None else replace(
+                selected, usage=f.usage,
+                fuser=f"{f.fuser} (invalid {params.response_format['type']}; best candidate)")
+            for f in fused
+        ]
+    return fused
+
+
+def _texts(candidates: Sequence[Candidate]) -> list[str]:
+    return [c.text for c in candidates]
+
+
+def _indexed(calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
+    """Whole tool calls as stream pieces: OpenAI's chunks number them with ``index``."""
+    return tuple({**call, "index": i} for i, call in enumerate(calls))
+
+
 async def _fuse_text(
     fuser: Fuser, messages: Sequence[ChatMessage], top: Sequence[str], params: SamplingParams
 ) -> _Fused:
     """One whole fused answer (the non-streamed path)."""
     stream = await _start_fuse(fuser, messages, top, params)
     parts: list[str] = []
+    logprobs: list[Mapping[str, Any]] = []
     finish: str | None = "stop"
     usage = Usage()
     async with closing(_merge([stream])) as merged:
         async for _, delta in merged:
             parts.append(delta.text)
+            if delta.logprobs:
+                logprobs.append(delta.logprobs)
             finish = delta.finish_reason or finish
             usage += delta.usage or Usage()
-    return _Fused("".join(parts), finish, usage, stream.fuser)
+    return _Fused("".join(parts), finish, usage, stream.fuser,
+                  logprobs=merge_logprobs(logprobs))
 
 
 async def _merge(

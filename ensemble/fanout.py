@@ -183,13 +183,14 @@ def _shortfall(
 
 def _collect(member: FanoutMember, completions: Sequence[Completion], latency: float) -> _Outcome:
     answered = [
-        Candidate(member.label, index, c.text, c.finish_reason, latency)
+        Candidate(member.label, index, c.text, c.finish_reason, latency, c.tool_calls,
+                  c.logprobs)
         for index, c in enumerate(completions[: member.samples])
-        if c.text.strip()
+        if c.text.strip() or c.tool_calls
     ]
     usage = sum((c.usage for c in completions if c.usage is not None), Usage())
     if answered:
         return _Outcome(candidates=tuple(answered), usage=usage)
     failure = MemberFailure(member.label, "BackendProtocolError",
-                            f"{len(completions)} completions, none with text", latency)
+                            f"{len(completions)} completions, none with text or a tool call", latency)
     return _Outcome(failure=failure, usage=usage)

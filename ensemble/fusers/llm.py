@@ -19,6 +19,7 @@ text replacement, so other braces in a template need no escaping).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 from ensemble.backends.base import Backend
 from ensemble.cancellation import aclose_shielded
@@ -80,7 +81,7 @@ class LLMFuser:
         stream = self._backend.stream(prompt, params, 1)
         try:
             async for delta in stream:
-                yield TextDelta(delta.text, 0, delta.finish_reason, delta.usage)
+                yield replace(delta, index=0)  # logprobs too, for an ensemble's answer
         except BackendError as exc:
             raise fuser_upstream_error(f"llm fuser via {self._backend.name}: {exc}", exc) from exc
         finally:

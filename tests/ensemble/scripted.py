@@ -26,6 +26,7 @@ class Call:
 class ScriptedBackend:
     name: str
     texts: Sequence[str] = ("scripted answer",)
+    answers: Sequence[Completion] = ()  # complete(): these (cycled) instead of ``texts``
     delay_s: float = 0.0
     error: Exception | None = None
     fail_after_words: int | None = None  # streaming: raise ``error`` after this many words
@@ -41,6 +42,8 @@ class ScriptedBackend:
         await self._wait()
         if self.error is not None:
             raise self.error
+        if self.answers:
+            return [self.answers[i % len(self.answers)] for i in range(n)]
         return [
             Completion(self.texts[i % len(self.texts)], "stop", self.usage if i == 0 else None)
             for i in range(n)
