@@ -5,7 +5,8 @@ real: chat requests carry Open WebUI's 36 built-in tools and no ``max_tokens``; 
 follow-up tasks go to the same model. Each must answer 200 with text, streamed or not.
 
 The config is gateway/configs/default.yaml with two changes to keep CPU time down: 2 samples instead
-of 4, and answers of at most 24 tokens (``default_max_tokens`` and ``max_tokens_limit``).
+of 4, answers of at most 24 tokens (``default_max_tokens`` and ``max_tokens_limit``), and
+generous timeouts: on a busy 2-core host a blended task request took up to 90 s.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ def gateway_url() -> Iterator[str]:
     data["models"][0]["members"][0]["samples"] = 2
     data["server"]["max_tokens_limit"] = data["server"]["default_max_tokens"] = 24
     data["server"]["api_keys_env"] = None
+    # A shared CI host can be slow: this test is about the requests' shapes, not speed.
+    data["models"][0]["member_timeout_s"] = data["models"][0]["deadline_s"] = 600
     with running_server(create_app(parse_config(data)), startup_timeout_s=600) as url:
         yield url
 
