@@ -194,11 +194,66 @@ class RemoteRankerConfig(_RemoteServiceConfig):
     on_error: Literal["fail", "keep_order"] = "keep_order"
 
 
+class LLMJudgeRankerConfig(_Strict):
+    """An LLM behind any configured backend judges the candidates; scores come from the
+    log-probabilities of its one-token verdict (see ensemble/rankers/llm_judge.py)."""
+
+    type: Literal["llm_judge"] = "llm_judge"
+    backend: str  # a name in ``backends``: OpenAI-compatible (vLLM, llama.cpp) or local llamacpp
+    # pointwise: each candidate alone, score = log P(yes) - log P(no).
+    # pairwise: every ordered pair, both orders, so a preference for a position cancels.
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+    # The judge's user message. pointwise: {conversation} and {candidate}; pairwise:
+    # {conversation}, {a} and {b}. None: the built-in template of the mode.
+    template: str | None = None
+    system: str | None = None  # the judge's system message; None: the built-in one
+    # The verdict tokens, the favourable one first; None: (Yes, No) or (A, B) by mode.
+    verdicts: tuple[str, str] | None = None
+    top_logprobs: int = Field(20, ge=2, le=20)
+    # Extra request params for every judge call, e.g. {cache_prompt: false} for llama.cpp, whose
+    # prompt cache otherwise makes a prompt's logprobs depend on what ran before it.
+    params: dict[str, Any] = Field(default_factory=dict)
+    max_candidate_chars: int = Field(4000, ge=16)  # longer candidates are cut for the judge
+    max_concurrency: int = Field(4, ge=1)  # judge calls in flight per ranking
+    timeout_s: float = Field(60.0, gt=0)  # for the whole ranking; then the fallback ranks
+    # Ranks instead when the judge fails or times out; None: the failure is a ranker error.
+    fallback: RankerConfig | None = None
+
+    @model_validator(mode="after")
+    def _check_template(self) -> LLMJudgeRankerConfig:
+        if self.template is not None:
+            needed = ("{conversation}", "{candidate}") if self.mode == "pointwise" else (
+                "{conversation}", "{a}", "{b}")
+            missing = [field for field in needed if field not in self.template]
+            if missing:
+                raise ValueError(f"template of a {self.mode} judge lacks {', '.join(missing)}")
+            try:
+                self.template.format(conversation="", candidate="", a="", b="")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"template: {exc!r}; write literal braces as {{{{ and }}}}"
+                                 ) from exc
+        return self
+
+
 RankerConfig = Annotated[
-    ConsensusRankerConfig | PairRMRankerConfig | RewardModelRankerConfig | NoRankerConfig
-    | RemoteRankerConfig,
+    ConsensusRankerConfig
+    | PairRMRankerConfig
+    | RewardModelRankerConfig
+    | NoRankerConfig
+    | RemoteRankerConfig
+    | LLMJudgeRankerConfig,
     Field(discriminator="type"),
 ]
+LLMJudgeRankerConfig.model_rebuild()
+
+
+def ranker_backends(ranker: RankerConfig | None) -> list[str]:
+    """The backends a ranker (and its fallback chain) calls."""
+    names: list[str] = []
+    while isinstance(ranker, LLMJudgeRankerConfig):
+        names.append(ranker.backend)
+        ranker = ranker.fallback
+    return names
 
 
 # --------------------------------------------------------------------------- fusers
@@ -469,6 +524,8 @@ class BlendgateConfig(_Strict):
                 llm = fuser if isinstance(fuser, LLMFuserConfig) else fuser.fallback
                 if llm is not None:
                     names.append(llm.backend)
+            if isinstance(model, EnsembleModelConfig):
+                names += ranker_backends(model.ranker)
             for name in names:
                 if name not in self.backends:
                     raise ValueError(
@@ -482,6 +539,10 @@ class BlendgateConfig(_Strict):
                         f"models[{index}] ({model.id}).min_candidates={model.min_candidates} "
                         f"exceeds the {total} samples its members produce"
                     )
+        for name in ranker_backends(self.rank_service):
+            if name not in self.backends:
+                raise ValueError(f"rank_service: unknown backend {name!r}; defined backends: "
+                                 f"{sorted(self.backends)}")
         fallback = _llm_fuser(self.fuse_service)
         if fallback is not None and fallback.backend not in self.backends:
             raise ValueError(f"fuse_service: unknown backend {fallback.backend!r}; "
@@ -502,6 +563,11 @@ class BlendgateConfig(_Strict):
                     raise ValueError(
                         f"experiments[{index}] ({experiment.id}): arm {arm.name!r} names "
                         f"unknown model {arm.model!r}; served models: {sorted(served)}")
+            for name in ranker_backends(experiment.judge):
+                if name not in self.backends:
+                    raise ValueError(f"experiments[{index}] ({experiment.id}).judge: unknown "
+                                     f"backend {name!r}; defined backends: "
+                                     f"{sorted(self.backends)}")
 
     def store_config(self) -> StoreConfig | None:
         """The store to open: the configured one, or the SQLite default for experiments."""

@@ -195,6 +195,7 @@ class BlendEngine:
                 # local models load while the rankers and fusers below load theirs
                 starting = asyncio.ensure_future(
                     _all([_logged(f"backend {b.name}", _start(b)) for b in owned]))
+            rankers.bind_backends(backends)  # an llm_judge ranker calls one of them
             ensembles: dict[str, _Ensemble] = {}
             singles: dict[str, Backend] = {}
             for model in config.models:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +32,7 @@ import torch
 from ensemble.compute import BatchWorker
 from ensemble.config import PairRMRankerConfig
 from ensemble.errors import RankerError
+from ensemble.rankers.base import Comparison
 from ensemble.rankers.pairrm.checkpoint import load_pairrm
 from ensemble.rankers.pairrm.inputs import chat_prompt
 from ensemble.rankers.pairrm.scoring import (
@@ -46,24 +46,6 @@ from ensemble.rankers.pairrm.scoring import (
 from ensemble.types import ChatMessage, Ranking
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Both orders of one pair. ``logit_ab`` > 0: A better with A on the left."""
-
-    logit_ab: float  # A left, B right
-    logit_ba: float  # B left, A right (> 0 means B better)
-
-    @property
-    def combined(self) -> float:
-        """logit_ab - logit_ba: Blender.compare's default "[A,B]+[B,A]" value (position bias cancels)."""
-        return self.logit_ab - self.logit_ba
-
-    @property
-    def prob_a_better(self) -> float:
-        """sigmoid of the mean of the two oriented logits, i.e. sigmoid(combined / 2)."""
-        return float(1.0 / (1.0 + np.exp(-self.combined / 2.0)))
 
 
 class PairRMRanker:
