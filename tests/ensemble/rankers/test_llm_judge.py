@@ -29,6 +29,7 @@ GOOD = "The capital of France is Paris."
 BAD = "I like turtles and the colour green."
 QUALITY = {GOOD: 2.0, "Paris, I think.": 1.0, BAD: -1.0}
 A_BIAS = 3.0  # the scripted pairwise judge prefers whatever it reads first by this much
+SLOW_S = 300.0  # judge timeout for the real model: a shared 2-core host can take minutes
 
 
 def logprobs(token: str, top: dict[str, float]) -> dict[str, object]:
@@ -237,7 +238,7 @@ def qwen_backend(url: str) -> OpenAICompatBackend:
 @pytest.mark.slow
 async def test_real_judge_pointwise_prefers_the_right_answer(qwen_server_url: str) -> None:
     backend = qwen_backend(qwen_server_url)
-    judge = await build_ranker(judge_cfg(backend="qwen"), {"qwen": backend})
+    judge = await build_ranker(judge_cfg(backend="qwen", timeout_s=SLOW_S), {"qwen": backend})
     ranking = await judge.rank(QUESTION, [BAD, GOOD])
     assert ranking.ranks == (2, 1), ranking
     assert all(math.isfinite(s) for s in ranking.scores)
@@ -248,7 +249,8 @@ async def test_real_judge_pointwise_prefers_the_right_answer(qwen_server_url: st
 async def test_real_judge_pairwise_both_orders(qwen_server_url: str) -> None:
     backend = qwen_backend(qwen_server_url)
     # Without llama.cpp's prompt cache a prompt's logprobs do not depend on what ran before.
-    cfg = judge_cfg(backend="qwen", mode="pairwise", params={"cache_prompt": False})
+    cfg = judge_cfg(backend="qwen", mode="pairwise", params={"cache_prompt": False},
+                    timeout_s=SLOW_S)
     judge = await build_ranker(cfg, {"qwen": backend})
     forward = await judge.compare(QUESTION, GOOD, BAD)  # type: ignore[attr-defined]
     backward = await judge.compare(QUESTION, BAD, GOOD)  # type: ignore[attr-defined]
@@ -270,7 +272,7 @@ async def test_real_judge_behind_v1_rank(qwen_server_url: str) -> None:
         "server": {"api_keys_env": None},
         "backends": {"qwen": {"kind": "openai", "base_url": qwen_server_url, "model": "qwen",
                               "expose": False}},
-        "rank_service": {"type": "llm_judge", "backend": "qwen", "fallback": {"type": "none"}},
+        "rank_service": {"type": "llm_judge", "backend": "qwen", "timeout_s": SLOW_S},
     })
     app = create_app(config)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
