@@ -62,11 +62,15 @@ def config_key(cfg: RankerConfig | FuserConfig) -> str:
     return cfg.model_dump_json()
 
 
-def deployment_options(name: str, cfg: RayModelDeploymentConfig | Any) -> dict[str, Any]:
-    """``Deployment.options(...)`` for one deployment config (replicas, resources, scaling)."""
+def deployment_options(
+    name: str, cfg: RayModelDeploymentConfig | Any, *, drain_grace_s: float
+) -> dict[str, Any]:
+    """``Deployment.options(...)`` for one deployment config (replicas, resources, scaling);
+    a replica being stopped gets ``drain_grace_s`` (``server.drain_grace_s``) to finish."""
     options: dict[str, Any] = {
         "name": name,
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "graceful_shutdown_timeout_s": drain_grace_s,
         "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
     }
     if cfg.autoscaling is not None:

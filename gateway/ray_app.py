@@ -23,6 +23,7 @@ its own requests. Scrape replicas one by one (e.g. Kubernetes pods) for totals.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -93,21 +94,21 @@ def model_fusers(config: BlendgateConfig) -> list[FuserConfig]:
 
 def build_application(config: BlendgateConfig) -> Application:
     """The Serve application for ``config``: ingress bound to its model deployments."""
-    ray_cfg = config.ray
+    ray_cfg, grace = config.ray, config.server.drain_grace_s
     rankers = {
         config_key(cfg): serve.deployment(RankerModel).options(
-            **deployment_options(f"ranker-{i}", ray_cfg.ranker)
+            **deployment_options(f"ranker-{i}", ray_cfg.ranker, drain_grace_s=grace)
         ).bind(cfg.model_dump_json(), ray_cfg.ranker.model_dump_json())
         for i, cfg in enumerate(model_rankers(config))
     }
     fusers = {
         config_key(cfg): serve.deployment(FuserModel).options(
-            **deployment_options(f"fuser-{i}", ray_cfg.fuser)
+            **deployment_options(f"fuser-{i}", ray_cfg.fuser, drain_grace_s=grace)
         ).bind(cfg.model_dump_json(), config.model_dump_json(), ray_cfg.fuser.model_dump_json())
         for i, cfg in enumerate(model_fusers(config))
     }
     ingress = serve.deployment(GatewayIngress).options(
-        **deployment_options("gateway", ray_cfg.gateway))
+        **deployment_options("gateway", ray_cfg.gateway, drain_grace_s=grace))
     return ingress.bind(config.model_dump_json(), rankers, fusers)
 
 
@@ -119,9 +120,14 @@ def app_builder(args: dict[str, str]) -> Application:
 def serve_on_ray(
     config: BlendgateConfig, *, host: str, port: int, address: str | None = None
 ) -> None:
-    """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C."""
+    """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C or
+    SIGTERM; then shut the application down (replicas drain for ``server.drain_grace_s``)."""
     import ray
 
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_application(config), name=config.ray.app_name, route_prefix="/")

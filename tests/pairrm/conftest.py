@@ -99,7 +99,11 @@ def _random_state(vocab_size: int, prefix_ids: list[int]) -> dict[str, torch.Ten
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("pairrm")
+    return build_tiny_checkpoints(tmp_path_factory.mktemp("pairrm"))
+
+
+def build_tiny_checkpoints(root: Path) -> dict[str, Path]:
+    """Write the tiny checkpoints under ``root`` (also used by benchmarks/bench_scale.py)."""
     spm_model = _train_spm(root)
     hf_dir, orig_dir, backbone_dir = root / "PairRM-hf", root / "PairRM", root / "deberta-v3-tiny"
     for d in (hf_dir, orig_dir, backbone_dir):

@@ -1,13 +1,15 @@
 """The Ray Serve application on a local Ray (2 CPUs, small object store), tiny PairRM.
 
 One application for the module (starting Ray and deploying takes tens of seconds on 2 shared
-cores): the gateway ingress (1 replica) and the PairRM deployment at 2 replicas, members from
-a fake OpenAI upstream. Deployments ask for no CPU so both replicas fit on 2 CPUs.
+cores): the gateway ingress (1 replica), the PairRM deployment at 2 replicas and a tiny
+GenFuser deployment (1 replica), members from a fake OpenAI upstream. Deployments ask for no
+CPU so every replica fits on 2 CPUs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -21,11 +23,13 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from ensemble.config import BlendgateConfig, PairRMRankerConfig, parse_config
+from ensemble.config import BlendgateConfig, GenFuserConfig, PairRMRankerConfig, parse_config
+from ensemble.fusers.genfuser import GenFuser
 from ensemble.rankers.pairrm import PairRMRanker
-from ensemble.types import ChatMessage
+from ensemble.types import ChatMessage, SamplingParams
 from tests.fixtures.fake_upstreams import start_fake_upstreams
 from tests.gateway.conftest import free_port
+from tests.genfuser.tiny_t5 import build_tiny_checkpoint
 from tests.scaleout.conftest import pairrm_cfg
 
 pytestmark = pytest.mark.slow  # Ray start + deploy: ~30-60 s on the shared 2-core VM
@@ -35,24 +39,39 @@ PROMPT = "hello, how are you!"
 APP = "blendgate-test"
 
 
-def _config(checkpoint: Path, upstream: str) -> BlendgateConfig:
+def _genfuser(checkpoint: Path) -> dict[str, Any]:
+    return {"type": "genfuser", "checkpoint": str(checkpoint), "device": "cpu",
+            "num_beams": 1, "max_new_tokens": 12}  # greedy: streamed, deterministic
+
+
+def _config(checkpoint: Path, fuser_checkpoint: Path, upstream: str) -> BlendgateConfig:
+    members = [{"backend": "ok", "samples": 3}]
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {"ok": {"kind": "openai", "base_url": upstream, "model": "ok"}},
-        "models": [{"type": "ensemble", "id": "blend", "members": [{"backend": "ok",
-                                                                     "samples": 3}],
+        "models": [{"type": "ensemble", "id": "blend", "members": members,
                     "ranker": pairrm_cfg(checkpoint), "fuser": {"type": "none"},
-                    "top_k": 1}],
+                    "top_k": 1},
+                   {"type": "ensemble", "id": "fused", "members": members,
+                    "ranker": pairrm_cfg(checkpoint), "fuser": _genfuser(fuser_checkpoint),
+                    "top_k": 2}],
         "ray": {"app_name": APP,
                 "gateway": {"num_replicas": 1, "num_cpus": 0},
                 # a long batch window, so concurrent rankings surely share batches
                 "ranker": {"num_replicas": 2, "num_cpus": 0, "max_batch_size": 16,
-                           "batch_wait_ms": 200}},
+                           "batch_wait_ms": 200},
+                "fuser": {"num_replicas": 1, "num_cpus": 0, "max_batch_size": 8,
+                          "batch_wait_ms": 200}},
     })
 
 
 @pytest.fixture(scope="module")
-def ray_app(tiny_pairrm_hf_dir: Path) -> Iterator[tuple[str, Any]]:
+def tiny_fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("gen_fuser_tiny"))
+
+
+@pytest.fixture(scope="module")
+def ray_app(tiny_pairrm_hf_dir: Path, tiny_fuser_dir: Path) -> Iterator[tuple[str, Any]]:
     import ray
     from ray import serve
 
@@ -64,8 +83,8 @@ def ray_app(tiny_pairrm_hf_dir: Path) -> Iterator[tuple[str, Any]]:
         try:
             port = free_port()
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(build_application(_config(tiny_pairrm_hf_dir, upstreams.ok)), name=APP,
-                      route_prefix="/")
+            serve.run(build_application(_config(tiny_pairrm_hf_dir, tiny_fuser_dir,
+                                                upstreams.ok)), name=APP, route_prefix="/")
             yield f"http://127.0.0.1:{port}", serve.get_deployment_handle("ranker-0", APP)
         finally:
             serve.shutdown()
@@ -172,3 +191,52 @@ def test_killed_replica_is_replaced_and_no_request_lost(
     assert victim not in pids and len(pids) == 2, pids
     status = serve.status().applications[APP].deployments["ranker-0"]
     assert status.replica_states.get("RUNNING", 0) == 2, status
+
+
+def _in_process_fuse(checkpoint: Path, top: list[str]) -> str:
+    async def fuse() -> str:
+        fuser = await GenFuser.load(GenFuserConfig.model_validate(_genfuser(checkpoint)))
+        try:
+            stream = await fuser.fuse([ChatMessage("user", PROMPT)], top, SamplingParams())
+            return "".join([d.text async for d in stream.deltas])
+        finally:
+            await fuser.aclose()
+
+    return asyncio.run(fuse())
+
+
+def _stream_chat(url: str) -> tuple[str, dict[str, Any]]:
+    """The streamed text of one "fused" chat request, and its report (last chunk)."""
+    text, report = [], {}
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=120, json={
+            "model": "fused", "messages": [{"role": "user", "content": PROMPT}],
+            "stream": True, "blend": {"return_candidates": True}}) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line.removeprefix("data: "))
+            assert "error" not in chunk, chunk
+            for choice in chunk.get("choices", []):
+                text.append(choice.get("delta", {}).get("content") or "")
+            report = chunk.get("blend") or report
+    return "".join(text), report
+
+
+def test_genfuser_deployment_streams_batches_and_matches_in_process(
+        ray_app: tuple[str, Any], tiny_fuser_dir: Path) -> None:
+    from ray import serve
+
+    url, _ = ray_app
+    fuser_handle = serve.get_deployment_handle("fuser-0", APP)
+    text, report = _stream_chat(url)
+    assert report["fuser"] == "genfuser"
+    ranked = sorted(report["candidates"], key=lambda c: c["rank"])
+    assert text == _in_process_fuse(tiny_fuser_dir, [c["text"] for c in ranked[:2]])
+    assert text  # the tiny T5 says something
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent fuses share a streaming batch
+        texts = [t for t, _ in pool.map(lambda _: _stream_chat(url), range(4))]
+    assert texts == [text] * 4
+    stats = fuser_handle.stats.remote().result(timeout_s=30)
+    assert stats.calls == 5 and max(stats.batch_sizes) > 1
