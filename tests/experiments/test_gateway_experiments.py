@@ -323,3 +323,30 @@ async def test_experiment_routes_answer_503_while_loading(tmp_path: Path,
             response = await client.request(method, url)
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "model_not_ready"
+
+
+async def test_sighup_reloads_the_weights(tmp_path: Path, slow_engine: SlowSingleEngine) -> None:
+    import os
+    import signal
+
+    from gateway.cli import _reload_on_sighup
+
+    path = tmp_path / "config.yaml"
+    app = create_app(write_config(path, config_data(tmp_path)), engine=slow_engine,
+                     config_path=path)
+    async for client in open_client(app):
+        _reload_on_sighup(app)
+        try:
+            write_config(path, config_data(tmp_path, weights=(1, 0)))
+            os.kill(os.getpid(), signal.SIGHUP)
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                experiment = app.state.experiments.experiment(EXPERIMENT)
+                if experiment.arms[1].weight == 0:
+                    break
+            assert [a.weight for a in app.state.experiments.experiment(EXPERIMENT).arms] == [1, 0]
+            arms = {(await chat(client, user=f"h{i}")).headers["x-blendgate-arm"]
+                    for i in range(10)}
+            assert arms == {"ensemble"}
+        finally:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
