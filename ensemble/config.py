@@ -319,6 +319,19 @@ class MemberConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # sampling overrides for this member
 
 
+class TaskRoutingConfig(_Strict):
+    """Frontend background tasks (titles, tags, follow-ups) answered by one cheap backend.
+
+    A request is a task when its last user message starts with ``user_prefix`` (Open WebUI's
+    task prompts start with "### Task:") or when it sets ``max_tokens`` at most
+    ``max_tokens_at_most``. Either rule may be None (off).
+    """
+
+    backend: str  # answers task requests alone: a plain pass-through, one sample
+    user_prefix: str | None = "### Task:"
+    max_tokens_at_most: int | None = Field(None, ge=1)
+
+
 class ToolPolicyConfig(_Strict):
     """When an ensemble answers with a tool call (see ensemble/output_policy.py)."""
 
@@ -347,6 +360,7 @@ class EnsembleModelConfig(_Strict):
     # order) if no fused token was sent yet.
     on_deadline: Literal["error", "best_candidate"] = "error"
     tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
+    tasks: TaskRoutingConfig | None = None  # background tasks to one backend, not the ensemble
 
 
 class SingleModelConfig(_Strict):
@@ -526,6 +540,8 @@ class BlendgateConfig(_Strict):
                     names.append(llm.backend)
             if isinstance(model, EnsembleModelConfig):
                 names += ranker_backends(model.ranker)
+            if isinstance(model, EnsembleModelConfig) and model.tasks is not None:
+                names.append(model.tasks.backend)
             for name in names:
                 if name not in self.backends:
                     raise ValueError(

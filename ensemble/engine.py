@@ -66,6 +66,7 @@ from ensemble.output_policy import (
     wants_json,
 )
 from ensemble.rankers.base import Ranker
+from ensemble.tasks import is_background_task
 from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
 from ensemble.shared import Closable, SharedByConfig
 from ensemble.types import (
@@ -104,6 +105,7 @@ class _Ensemble:
     members: tuple[_Member, ...]
     ranker: Ranker
     fuser: Fuser
+    task_backend: Backend | None = None  # answers background tasks (cfg.tasks) alone
 
     def fanout_members(self, params: SamplingParams) -> list[FanoutMember]:
         """Request params first; each member's configured params fill what the request left
@@ -206,7 +208,9 @@ class BlendEngine:
                                       fusers.get(model.fuser))
                 ranker = await _logged(f"ranker {model.ranker.type} of {model.id}",
                                        rankers.get(model.ranker))
-                ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser)
+                tasks = backends[model.tasks.backend] if model.tasks is not None else None
+                ensembles[model.id] = _Ensemble(model, _members(model, backends), ranker, fuser,
+                                                tasks)
             for name in config.served_model_ids():
                 if name not in ensembles and name not in singles:
                     singles[name] = backends[name]
@@ -310,6 +314,9 @@ class BlendEngine:
         found = self._ensembles.get(request.model) or self._singles.get(request.model)
         if found is None:
             raise UnknownModelError(request.model)
+        if isinstance(found, _Ensemble) and found.task_backend is not None and \
+                found.cfg.tasks is not None and is_background_task(request, found.cfg.tasks):
+            return found.task_backend  # a title/tag/follow-up: no fan-out for it
         fuser = found.cfg.fuser.type if isinstance(found, _Ensemble) else None
         if request.params.logprobs and fuser not in (None, "llm", "none"):
             # The text comes from the fuser (or its member); only an LLM or a member has them.
