@@ -66,9 +66,9 @@ from ensemble.output_policy import (
     wants_json,
 )
 from ensemble.rankers.base import Ranker
-from ensemble.tasks import is_background_task
 from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
 from ensemble.shared import Closable, SharedByConfig
+from ensemble.tasks import is_background_task
 from ensemble.types import (
     BlendReport,
     BlendRequest,
