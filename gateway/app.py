@@ -29,6 +29,7 @@ from ensemble.errors import BlendError
 from ensemble.experiments.runtime import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui
 from gateway.auth import APIKeys
+from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
 from gateway.drain import Drain
@@ -36,6 +37,9 @@ from gateway.errors import APIError, from_blend_error, internal_error
 from gateway.experiment_metrics import ExperimentCollector
 from gateway.loading import EngineLoading
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.openapi import document_bodies
+from gateway.protocol import ChatCompletionRequest
+from gateway.responses import ResponsesRequest
 from gateway.settings import read_api_keys
 from gateway.streaming import ClientDisconnected
 
@@ -96,6 +100,15 @@ def create_app(
     app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
     app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
     app.include_router(ui.router)  # /ui: dashboard and side-by-side playground
+    document_bodies(app, {
+        "/v1/chat/completions": ChatCompletionRequest,
+        "/v1/completions": CompletionRequest,
+        "/v1/responses": ResponsesRequest,
+        "/v1/rank": ranking.RankRequest,
+        "/v1/compare": ranking.CompareRequest,
+        "/v1/fuse": fusing.FuseRequest,
+        "/v1/feedback": experiments.FeedbackRequest,
+    })
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)

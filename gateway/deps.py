@@ -8,17 +8,21 @@ malformed or invalid bodies are answered in OpenAI's error shape.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Protocol
+from typing import Annotated, Protocol, TypeVar
 
 from fastapi import Depends, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ensemble.rankers.base import Ranker
 from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta
+from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.errors import APIError, from_validation_error
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ChatCompletionRequest
+from gateway.responses import ResponsesRequest
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 class Engine(Protocol):
@@ -70,15 +74,30 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def get_chat_body(request: Request) -> ChatCompletionRequest:
+async def parse_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The JSON body as ``model``, within the size limit; errors in OpenAI's shape."""
     body = await read_body(request, request.app.state.config.server.max_body_bytes)
     try:
-        return ChatCompletionRequest.model_validate_json(body)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+
+
+async def get_chat_body(request: Request) -> ChatCompletionRequest:
+    return await parse_body(request, ChatCompletionRequest)
+
+
+async def get_completion_body(request: Request) -> CompletionRequest:
+    return await parse_body(request, CompletionRequest)
+
+
+async def get_responses_body(request: Request) -> ResponsesRequest:
+    return await parse_body(request, ResponsesRequest)
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
 LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 ChatBody = Annotated[ChatCompletionRequest, Depends(get_chat_body)]
+CompletionBody = Annotated[CompletionRequest, Depends(get_completion_body)]
+ResponsesBody = Annotated[ResponsesRequest, Depends(get_responses_body)]

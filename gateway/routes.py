@@ -12,8 +12,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ensemble.errors import UnknownModelError
 from ensemble.experiments.runtime import Served
 from ensemble.types import ServedModel
+from gateway import completions, responses
 from gateway.auth import require_api_key
 from gateway.convert import (
     ChunkHeader,
@@ -22,11 +24,18 @@ from gateway.convert import (
     to_chunks,
     to_model_list,
 )
-from gateway.deps import ChatBody, EngineDep, LimitsDep, MetricsDep
+from gateway.deps import (
+    ChatBody,
+    CompletionBody,
+    EngineDep,
+    LimitsDep,
+    MetricsDep,
+    ResponsesBody,
+)
 from gateway.experiments import StreamRecorder, arm_headers, experiment_info
 from gateway.loading import EngineLoading
 from gateway.metrics import STATE_MODEL, STATE_STATUS
-from gateway.protocol import ChatCompletionResponse, ModelList
+from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
 from gateway.streaming import cancel_on_disconnect, open_stream
 
 public = APIRouter()
@@ -62,6 +71,65 @@ async def list_models(request: Request, engine: EngineDep) -> Response:
                    for e in runtime.experiments()]
     models = to_model_list(served, created=int(time.time()))
     return Response(models.model_dump_json(), media_type="application/json")
+
+
+@api.get("/models/{model_id:path}", response_model=ModelCard)
+async def retrieve_model(request: Request, model_id: str, engine: EngineDep) -> Response:
+    """One served model (ids may contain "/", as in ``org/model``); 404 if not served."""
+    served = engine.models()
+    runtime = request.app.state.experiments
+    if runtime is not None:
+        served += [ServedModel(e.id, "experiment", tuple(a.model for a in e.arms))
+                   for e in runtime.experiments()]
+    cards = to_model_list([m for m in served if m.id == model_id], created=int(time.time()))
+    if not cards.data:
+        raise UnknownModelError(model_id)
+    return Response(cards.data[0].model_dump_json(), media_type="application/json")
+
+
+@api.post("/completions", response_model=completions.Completion)
+async def legacy_completions(
+    request: Request, body: CompletionBody, engine: EngineDep, limits: LimitsDep,
+    metrics: MetricsDep,
+) -> Response:
+    """Legacy text completions, through the chat path (see ``gateway.completions``)."""
+    setattr(request.state, STATE_MODEL, body.model)
+    blend_request = to_blend_request(completions.to_chat_request(body), limits)
+    completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    if not body.stream:
+        result = await cancel_on_disconnect(request, engine.complete(blend_request))
+        metrics.observe_report(result.model, result.report)
+        response = completions.to_completion(result, completion_id=completion_id,
+                                             created=created)
+        return Response(response.model_dump_json(), media_type="application/json")
+    chunks = completions.to_completion_chunks(
+        engine.stream(blend_request), completion_id=completion_id, created=created,
+        model=body.model,
+        include_usage=bool(body.stream_options and body.stream_options.include_usage),
+        on_end=lambda end: metrics.observe_report(body.model, end.report))
+    return await open_stream(
+        request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
+
+
+@api.post("/responses", response_model=responses.ResponseObject)
+async def create_response(
+    request: Request, body: ResponsesBody, engine: EngineDep, limits: LimitsDep,
+    metrics: MetricsDep,
+) -> Response:
+    """The Responses API's text and function-tool subset (see ``gateway.responses``)."""
+    setattr(request.state, STATE_MODEL, body.model)
+    blend_request = to_blend_request(responses.to_chat_request(body), limits)
+    frame = responses.ResponseFrame(body, body.model)
+    if not body.stream:
+        result = await cancel_on_disconnect(request, engine.complete(blend_request))
+        metrics.observe_report(result.model, result.report)
+        response = responses.to_response(frame, result)
+        return Response(response.model_dump_json(), media_type="application/json")
+    events = responses.to_events(
+        engine.stream(blend_request), frame,
+        on_end=lambda end: metrics.observe_report(body.model, end.report))
+    return await open_stream(
+        request, events, lambda status: setattr(request.state, STATE_STATUS, status))
 
 
 @api.post("/chat/completions", response_model=ChatCompletionResponse)
