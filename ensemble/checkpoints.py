@@ -33,6 +33,15 @@ logger = logging.getLogger(__name__)
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def public_name(checkpoint: str) -> str:
+    """The checkpoint as clients may see it (``/v1/rank``'s ``model``): a hub id as is, a
+    local path by its last component only, so the server's directory layout is not revealed."""
+    path = Path(checkpoint).expanduser()
+    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists():
+        return path.name or checkpoint
+    return checkpoint
+
+
 def find_local_dir(checkpoint: str, cache_dir: str | None = None) -> Path | None:
     """The checkpoint's directory when it is on this host (steps 1-3 above), else None."""
     local = Path(checkpoint).expanduser()

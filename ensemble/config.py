@@ -499,6 +499,12 @@ class ServerConfig(_Strict):
     # streams) this long to finish before closing them. Kubernetes: keep the pod's
     # terminationGracePeriodSeconds above it (deploy/k8s/).
     drain_grace_s: float = Field(30.0, gt=0)
+    # Browser origins allowed to call the API (CORS), e.g. ["https://chat.example.com"];
+    # ["*"] allows any. Empty (the default): no CORS headers, browsers block other origins.
+    cors_origins: list[str] = Field(default_factory=list)
+    # False: the ``blend`` transparency field (candidates, failures, timings) is never sent,
+    # whatever the request asks.
+    allow_return_candidates: bool = True
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ServerConfig:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -82,8 +83,10 @@ def create_app(
                 await app.state.experiments.aclose()
             await loading.aclose()
 
+    # redirect_slashes=False: a POST to ``/v1/chat/completions/`` is a 404, not a 307 whose
+    # Location is built from the client's Host header.
     app = FastAPI(title="blendgate", summary="OpenAI-compatible LLM ensemble gateway",
-                  lifespan=lifespan)
+                  lifespan=lifespan, redirect_slashes=False)
     app.state.config = config
     app.state.loading = loading
     app.state.drain = Drain(config.server.drain_grace_s)  # DrainingServer starts it (SIGTERM)
@@ -113,6 +116,10 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    if config.server.cors_origins:  # outermost, so preflights and errors get the headers
+        app.add_middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
+                           allow_methods=["GET", "POST", "OPTIONS"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600)
     return app
 
 

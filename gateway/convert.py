@@ -63,6 +63,7 @@ class RequestLimits:
     max_n: int
     max_candidates: int
     max_tokens_limit: int | None = None
+    allow_return_candidates: bool = True  # server.allow_return_candidates
     # Candidates one choice costs, per served model (sum of members' samples; 1 otherwise).
     samples: Mapping[str, int] = field(default_factory=dict)
 
@@ -74,7 +75,8 @@ class RequestLimits:
             if isinstance(m, EnsembleModelConfig)
         }
         server = config.server
-        return cls(server.max_n, server.max_candidates, server.max_tokens_limit, samples)
+        return cls(server.max_n, server.max_candidates, server.max_tokens_limit,
+                   server.allow_return_candidates, samples)
 
 
 # --------------------------------------------------------------------------- requests
@@ -98,7 +100,8 @@ def to_blend_request(request: ChatCompletionRequest, limits: RequestLimits) -> B
         messages=tuple(_to_message(m, i) for i, m in enumerate(request.messages)),
         params=_to_params(request, limits.max_tokens_limit),
         n=request.n,
-        return_candidates=bool(request.blend and request.blend.return_candidates),
+        return_candidates=bool(limits.allow_return_candidates and request.blend
+                               and request.blend.return_candidates),
     )
 
 

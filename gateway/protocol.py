@@ -28,18 +28,35 @@ logger = logging.getLogger(__name__)
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
-class OpenAIBaseModel(BaseModel):
-    """Request base: unknown fields are kept, and logged once per request at INFO."""
+LOGGED_FIELDS = 8  # unknown field names logged per object, each cut to LOGGED_NAME_CHARS
+LOGGED_NAME_CHARS = 64
+INT32_MAX = 2**31 - 1
+INT64 = (-(2**63), 2**63 - 1)
 
-    model_config = ConfigDict(extra="allow")
+
+class OpenAIBaseModel(BaseModel):
+    """Request base: unknown fields are kept, and logged once per request at INFO (a bounded
+    line: the count, and the first few names cut short).
+
+    Types are strict, as OpenAI's are: ``n: "2"`` or ``stream: "yes"`` is a 400, not coerced
+    (an int is still accepted where a float is expected)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     @model_validator(mode="wrap")
     @classmethod
     def _log_ignored_fields(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         result = handler(data)
         if isinstance(data, dict) and result.model_extra:
-            logger.info("%s: ignored fields %s", cls.__name__, sorted(result.model_extra))
+            logger.info("%s: %d ignored fields %s", cls.__name__, len(result.model_extra),
+                        bounded_names(result.model_extra))
         return result
+
+
+def bounded_names(names: Any) -> list[str]:
+    """At most ``LOGGED_FIELDS`` names, each at most ``LOGGED_NAME_CHARS`` long (+ "...")."""
+    shown = sorted(str(n) for n in names)[:LOGGED_FIELDS]
+    return [n if len(n) <= LOGGED_NAME_CHARS else n[:LOGGED_NAME_CHARS] + "..." for n in shown]
 
 
 class _WireModel(BaseModel):
@@ -137,7 +154,7 @@ class ResponseFormat(OpenAIBaseModel):
 class BlendOptions(BaseModel):
     """blendgate's own request options, sent by the openai SDK as ``extra_body={"blend": ...}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     return_candidates: bool = False
 
@@ -160,16 +177,16 @@ class ChatCompletionRequest(OpenAIBaseModel):
     frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
-    max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
-    max_tokens: Annotated[int | None, Field(ge=1)] = None  # deprecated alias, still sent
+    max_completion_tokens: Annotated[int | None, Field(ge=1, le=INT32_MAX)] = None
+    max_tokens: Annotated[int | None, Field(ge=1, le=INT32_MAX)] = None  # deprecated alias
     metadata: dict[str, str] | None = None
     modalities: list[str] | None = None
-    n: Annotated[int, Field(ge=1)] = 1
+    n: Annotated[int, Field(ge=1, le=INT32_MAX)] = 1
     parallel_tool_calls: bool | None = None
     presence_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
     reasoning_effort: str | None = None
     response_format: ResponseFormat | None = None
-    seed: int | None = None
+    seed: Annotated[int | None, Field(ge=INT64[0], le=INT64[1])] = None
     service_tier: str | None = None
     stop: str | list[str] | None = None
     store: bool | None = None
@@ -183,7 +200,8 @@ class ChatCompletionRequest(OpenAIBaseModel):
     user: str | None = None
 
     # vLLM / llama.cpp sampling extras, passed through to members.
-    top_k: int | None = Field(None, description="Sample from the k most likely tokens.")
+    top_k: Annotated[int | None, Field(ge=-1, le=INT32_MAX)] = Field(
+        None, description="Sample from the k most likely tokens.")
     min_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
     repetition_penalty: Annotated[float | None, Field(gt=0.0)] = None
 

@@ -36,7 +36,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ensemble.checkpoints import resolve_dir
+from ensemble.checkpoints import public_name, resolve_dir
 from ensemble.compute import BatchWorker
 from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
@@ -119,7 +119,7 @@ class RewardModelRanker:
 
     def __init__(self, cfg: RewardModelRankerConfig, rm: RewardModel,
                  worker: BatchWorker[Job, np.ndarray]) -> None:
-        self.name = f"reward_model:{cfg.checkpoint}"
+        self.name = f"reward_model:{public_name(cfg.checkpoint)}"
         self.rm = rm
         self._worker = worker
 

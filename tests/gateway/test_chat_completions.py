@@ -89,7 +89,8 @@ async def test_health_and_metrics(client: httpx.AsyncClient) -> None:
     assert health.json() == {"status": "ok", "models_loaded": 2}  # no ids without a key
     await client.post("/v1/chat/completions", json={"model": ENSEMBLE, "messages": MESSAGES})
     await client.post("/v1/chat/completions", json={"model": "nope", "messages": MESSAGES})
-    await client.post("/v1/chat/completions", content=b"{")
+    await client.post("/v1/chat/completions", content=b"{",
+                      headers={"content-type": "application/json"})
     text = (await client.get("/metrics")).text
     endpoint = 'endpoint="/v1/chat/completions"'
     assert f'blendgate_requests_total{{{endpoint},model="blend",status="200"}} 1.0' in text

@@ -220,7 +220,8 @@ async def test_body_over_the_limit_is_413(engine: ScriptedEngine) -> None:
         transport=httpx.ASGITransport(app=app), base_url="http://gateway"
     ) as client:
         declared = await client.post("/v1/chat/completions", json=big)
-        streamed = await client.post("/v1/chat/completions", content=chunked())
+        streamed = await client.post("/v1/chat/completions", content=chunked(),
+                                     headers={"content-type": "application/json"})
         small = await client.post("/v1/chat/completions", json=OK_BODY)
     for response in (declared, streamed):
         assert response.status_code == 413

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from ensemble.checkpoints import public_name
 from ensemble.compute import BatchWorker
 from ensemble.config import PairRMRankerConfig
 from ensemble.errors import RankerError
@@ -55,7 +56,7 @@ class PairRMRanker:
         self, cfg: PairRMRankerConfig, pairrm: PairRM,
         worker: BatchWorker[tuple[Triple, ...], np.ndarray],
     ) -> None:
-        self.name = f"pairrm:{cfg.checkpoint}"
+        self.name = f"pairrm:{public_name(cfg.checkpoint)}"
         self.cfg = cfg
         self.pairrm = pairrm
         self._worker = worker
