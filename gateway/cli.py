@@ -251,6 +251,11 @@ def describe(config: BlendgateConfig) -> str:
             f"  {model_id}  (ensemble: {members}; ranker {ensemble.ranker.type}, "
             f"fuser {ensemble.fuser.type}, top_k {ensemble.top_k})"
         )
+    for experiment in config.experiments:
+        arms = ", ".join(f"{a.name}={a.model} w{a.weight:g}" for a in experiment.arms)
+        shadow = f"; shadow {experiment.shadow.arm}" if experiment.shadow else ""
+        judge = f"; judge {experiment.judge.type}" if experiment.judge else ""
+        lines.append(f"  {experiment.id}  (experiment: {arms}{shadow}{judge})")
     if config.rank_service is not None:
         lines.append(f"  POST /v1/rank, /v1/compare  (rank_service: {config.rank_service.type})")
     if config.fuse_service is not None:

@@ -350,3 +350,12 @@ async def test_sighup_reloads_the_weights(tmp_path: Path, slow_engine: SlowSingl
             assert arms == {"ensemble"}
         finally:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+
+def test_check_config_lists_the_experiment(tmp_path: Path) -> None:
+    from gateway.cli import describe
+
+    data = config_data(tmp_path, shadow={"arm": "single"})
+    text = describe(write_config(tmp_path / "c.yaml", data))
+    assert (f"  {EXPERIMENT}  (experiment: ensemble={ENSEMBLE} w1, single={SINGLE} w1; "
+            "shadow single; judge none)") in text
