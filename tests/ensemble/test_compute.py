@@ -129,3 +129,62 @@ async def test_load_closes_the_worker_when_the_model_fails_to_load() -> None:
         assert await healthy.load(lambda: 7) == 7
     finally:
         await healthy.aclose()
+
+
+class RowRecorder:
+    """``process`` over jobs that are tuples of rows: records each batch's (job tag, rows)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, int]]] = []
+        self.release = threading.Event()
+        self.release.set()
+
+    def __call__(self, jobs: Sequence[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        self.release.wait(5)
+        self.batches.append([(job[0], len(job)) for job in jobs])
+        return [tuple(r.upper() for r in job) for job in jobs]
+
+
+def _rows_worker(recorder: RowRecorder) -> BatchWorker[tuple[str, ...], tuple[str, ...]]:
+    return BatchWorker(
+        recorder, name="fair", max_batch_size=8, max_wait_ms=0, weight=len,
+        split=lambda job, rows: [job[i : i + rows] for i in range(0, len(job), rows)],
+        join=lambda parts: tuple(r for part in parts for r in part))
+
+
+async def test_a_huge_job_delays_a_later_small_one_by_at_most_one_batch() -> None:
+    recorder = RowRecorder()
+    recorder.release.clear()  # hold the device thread until both jobs are queued
+    worker = _rows_worker(recorder)
+    try:
+        huge = asyncio.create_task(worker.submit(("h",) * 100))
+        await asyncio.sleep(0.05)  # the first chunk of the huge job is on the thread
+        small = asyncio.create_task(worker.submit(("s",) * 3))
+        await asyncio.sleep(0.01)
+        recorder.release.set()
+        assert await small == ("S",) * 3
+        assert await huge == ("H",) * 100  # its chunks joined back, in order
+    finally:
+        await worker.aclose()
+    assert all(sum(rows for _, rows in batch) <= 8 for batch in recorder.batches)
+    small_batch = next(i for i, b in enumerate(recorder.batches) if ("s", 3) in b)
+    assert small_batch <= 1  # behind at most the one huge chunk already running
+
+
+async def test_waiting_jobs_share_batches_round_robin() -> None:
+    recorder = RowRecorder()
+    recorder.release.clear()
+    worker = _rows_worker(recorder)
+    try:
+        blocker = asyncio.create_task(worker.submit(("b",)))
+        await asyncio.sleep(0.05)
+        jobs = [asyncio.create_task(worker.submit((tag,) * 40)) for tag in "xyz"]
+        await asyncio.sleep(0.01)
+        recorder.release.set()
+        await asyncio.gather(blocker, *jobs)
+    finally:
+        await worker.aclose()
+    # every batch after the blocker serves the three jobs in turn until they run out
+    tags = [tag for batch in recorder.batches[1:] for tag, _ in batch]
+    firsts = [tags.index(t) for t in "xyz"]
+    assert max(firsts) <= 2, recorder.batches

@@ -73,6 +73,10 @@ class PairRMRanker:
         worker: BatchWorker[tuple[Triple, ...], np.ndarray] = BatchWorker(
             process, name="pairrm", max_batch_size=cfg.max_batch_pairs,
             max_wait_ms=cfg.batch_wait_ms, weight=len,
+            # one request's pairs go in chunks of at most max_batch_pairs, round-robin with
+            # the other requests' (fairness: ensemble/compute.py)
+            split=lambda job, rows: [job[i : i + rows] for i in range(0, len(job), rows)],
+            join=np.concatenate,
         )
 
         def build() -> PairRM:
