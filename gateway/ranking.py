@@ -32,6 +32,7 @@ the combined fields: logit = score(A) - score(B), probability = sigmoid(logit). 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Annotated, Literal
 
@@ -185,4 +186,55 @@ async def compare(body: CompareBody, ranker: ServiceRanker) -> Response:
         logit = scores[0] - scores[1]
         out = CompareResponse(model=ranker.name, logit=logit, probability=_sigmoid(logit),
                               a_better=logit > 0)
+    return Response(out.model_dump_json(), media_type="application/json")
+
+
+# --------------------------------------------------------------------------- batched ranking
+
+MAX_BATCH_ITEMS = 64
+
+
+class RankBatchRequest(OpenAIBaseModel):
+    """Several rankings in one request (``POST /v1/rank/batch``): each item as ``/v1/rank``'s
+    body. They run concurrently, so a batching ranker (PairRM) pools all their pairs."""
+
+    model: str | None = Field(None, description="Ignored; the service ranker answers.")
+    items: list[RankRequest] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class RankedItem(BaseModel):
+    scores: list[float]
+    ranks: list[int]
+
+
+class RankBatchResponse(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[RankedItem]  # in the order of the request's items
+
+
+async def _rank_batch_body(request: Request) -> RankBatchRequest:
+    raw = await read_body(request, request.app.state.config.server.max_body_bytes)
+    try:
+        body = RankBatchRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    limit = request.app.state.config.server.max_candidates
+    for index, item in enumerate(body.items):
+        if len(item.candidates) > limit:
+            raise InvalidParamsError(
+                f"At most {limit} candidates can be ranked per item; item {index} has "
+                f"{len(item.candidates)}.", param=f"items[{index}].candidates")
+    return body
+
+
+RankBatchBody = Annotated[RankBatchRequest, Depends(_rank_batch_body)]
+
+
+@router.post("/rank/batch", response_model=RankBatchResponse)
+async def rank_batch(body: RankBatchBody, ranker: ServiceRanker) -> Response:
+    rankings = await asyncio.gather(
+        *(ranker.rank(chat_messages(item), item.candidates) for item in body.items))
+    out = RankBatchResponse(model=ranker.name, data=[
+        RankedItem(scores=list(r.scores), ranks=list(r.ranks)) for r in rankings])
     return Response(out.model_dump_json(), media_type="application/json")

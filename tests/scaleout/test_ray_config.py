@@ -3,14 +3,17 @@ deployment. No Ray cluster is started (binding an application does not need one)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 pytest.importorskip("ray.serve")
 
 from ensemble.config import parse_config
 from ensemble.errors import ConfigError
 from ensemble.ray_serve import deployment_options
-from gateway.ray_app import build_application, model_fusers, model_rankers
+from gateway.ray_app import app_builder, build_application, model_fusers, model_rankers
 
 PAIRRM = {"type": "pairrm", "checkpoint": "some/dir", "device": "cpu"}
 
@@ -59,3 +62,12 @@ def test_one_deployment_per_distinct_model_component() -> None:
 def test_autoscaling_bounds_are_checked() -> None:
     with pytest.raises(ConfigError, match="min_replicas"):
         parse_config(_config(ranker={"autoscaling": {"min_replicas": 3, "max_replicas": 2}}))
+
+
+def test_serve_run_import_path_builds_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "blend.yaml"
+    path.write_text(yaml.safe_dump(_config(gateway={"num_replicas": 3})))
+    app = app_builder({"config": str(path)})  # serve run gateway.ray_app:app_builder config=...
+    assert type(app).__name__ == "Application"
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        app_builder({"config": str(tmp_path / "missing.yaml")})

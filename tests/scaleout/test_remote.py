@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
@@ -37,7 +38,8 @@ from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import free_port, running_server
 from tests.scaleout.conftest import pairrm_cfg, serving_gateway
 
-MESSAGES = [ChatMessage("system", "Be kind."), ChatMessage("user", "hello, how are you!")]
+PROMPT_TEXT = "hello, how are you!"
+MESSAGES = [ChatMessage("system", "Be kind."), ChatMessage("user", PROMPT_TEXT)]
 CANDIDATES = ["get out!", "hi! I am fine, thanks!", "bye!", "I am well, and you?"]
 
 
@@ -80,6 +82,24 @@ async def test_remote_ranks_equal_in_process(ranker_url: str, tiny_pairrm_hf_dir
     assert got.ranks == expected.ranks
     assert got.scores == pytest.approx(expected.scores, abs=1e-6)
     assert len(set(got.scores)) == len(CANDIDATES)  # a real ranking, not ties
+
+
+def test_batched_rank_endpoint_equals_single_rankings(ranker_url: str) -> None:
+    items = [{"prompt": PROMPT_TEXT, "candidates": CANDIDATES},
+             {"messages": [{"role": "user", "content": "hi"}], "candidates": CANDIDATES[:2]},
+             {"prompt": "bye", "candidates": CANDIDATES[1:]}]
+    batch = httpx.post(f"{ranker_url}/v1/rank/batch", json={"items": items}, timeout=60)
+    assert batch.status_code == 200, batch.text
+    singles = [httpx.post(f"{ranker_url}/v1/rank", json=item, timeout=60).json()
+               for item in items]
+    assert [d["ranks"] for d in batch.json()["data"]] == [s["ranks"] for s in singles]
+    for got, single in zip(batch.json()["data"], singles, strict=True):
+        assert got["scores"] == pytest.approx(single["scores"], abs=1e-6)  # batch rounding
+
+    too_many = httpx.post(f"{ranker_url}/v1/rank/batch", timeout=60, json={"items": [
+        items[0], {"prompt": "x", "candidates": ["c"] * 33}]})  # server.max_candidates: 32
+    assert too_many.status_code == 400
+    assert too_many.json()["error"]["param"] == "items[1].candidates"
 
 
 async def test_dead_ranker_fails_or_keeps_order_as_configured() -> None:
