@@ -505,6 +505,7 @@ class ServerConfig(_Strict):
     # False: the ``blend`` transparency field (candidates, failures, timings) is never sent,
     # whatever the request asks.
     allow_return_candidates: bool = True
+    access_log: bool = True  # one line per request on the blendgate.access logger
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ServerConfig:

@@ -459,13 +459,17 @@ class _Deadline:
 # ---------------------------------------------------------------------- helpers
 
 
-def _members(model: EnsembleModelConfig, backends: Mapping[str, Backend]) -> tuple[_Member, ...]:
+def member_labels(model: EnsembleModelConfig) -> list[str]:
+    """Each member's label in reports and metrics: its backend's name, ``name#i`` when one
+    backend is listed twice."""
     names = [m.backend for m in model.members]
-    return tuple(
-        _Member(m.backend if names.count(m.backend) == 1 else f"{m.backend}#{i}",
-                backends[m.backend], m)
-        for i, m in enumerate(model.members)
-    )
+    return [m.backend if names.count(m.backend) == 1 else f"{m.backend}#{i}"
+            for i, m in enumerate(model.members)]
+
+
+def _members(model: EnsembleModelConfig, backends: Mapping[str, Backend]) -> tuple[_Member, ...]:
+    return tuple(_Member(label, backends[m.backend], m)
+                 for label, m in zip(member_labels(model), model.members, strict=True))
 
 
 async def _rank(ranker: Ranker, messages: Sequence[ChatMessage], texts: list[str]) -> Ranking:

@@ -24,11 +24,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ensemble.config import BlendgateConfig
-from ensemble.engine import BlendEngine
+from ensemble.config import BlendgateConfig, EnsembleModelConfig
+from ensemble.engine import BlendEngine, member_labels
 from ensemble.errors import BlendError
 from ensemble.experiments.runtime import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui
+from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
 from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
@@ -37,11 +38,11 @@ from gateway.drain import Drain
 from gateway.errors import APIError, from_blend_error, internal_error
 from gateway.experiment_metrics import ExperimentCollector
 from gateway.loading import EngineLoading
-from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.metrics import GatewayMetrics
 from gateway.openapi import document_bodies
 from gateway.protocol import ChatCompletionRequest
 from gateway.responses import ResponsesRequest
-from gateway.settings import read_api_keys
+from gateway.settings import package_version, read_api_keys
 from gateway.streaming import ClientDisconnected
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,10 @@ def create_app(
     app.state.api_keys = APIKeys.of(read_api_keys(config.server))
     app.state.config_path = config_path
     app.state.experiments = None  # an ExperimentRuntime once the lifespan has started
-    app.state.metrics = GatewayMetrics(config.served_model_ids(include_experiments=True))
+    app.state.metrics = GatewayMetrics(
+        config.served_model_ids(include_experiments=True), version=package_version(),
+        members={m.id: member_labels(m) for m in config.models
+                 if isinstance(m, EnsembleModelConfig)})
     app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
 
     app.include_router(routes.public)
@@ -115,7 +119,8 @@ def create_app(
 
     _install_error_handlers(app)
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics,
+                       enabled=config.server.access_log)
     if config.server.cors_origins:  # outermost, so preflights and errors get the headers
         app.add_middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
                            allow_methods=["GET", "POST", "OPTIONS"],

@@ -17,7 +17,6 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 
 import uvicorn
@@ -31,17 +30,10 @@ from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
 from gateway.loading import EngineLoading
-from gateway.settings import GatewaySettings, default_config_path, load_settings
+from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
 
 EXIT_CONFIG = 2
 logger = logging.getLogger("blendgate")
-
-
-def package_version() -> str:
-    try:
-        return metadata.version("blendgate")
-    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
-        return "unknown (not installed)"
 
 
 def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
@@ -167,7 +159,8 @@ def server_config(
     """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``
     (``gateway.drain`` then ends them; uvicorn cancels what is left ``DRAIN_MARGIN_S`` later)."""
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          timeout_graceful_shutdown=config.server.drain_grace_s + DRAIN_MARGIN_S)
+                          timeout_graceful_shutdown=config.server.drain_grace_s + DRAIN_MARGIN_S,
+                          access_log=False)  # gateway.access logs each request instead
 
 
 def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:

@@ -1,32 +1,75 @@
 """Prometheus metrics, in a registry owned by one app (never the process-global default).
 
-Request counts and latency are observed by ``MetricsMiddleware`` at the ASGI level, so every
-outcome counts (401, 413, validation errors, streams that fail or are cut off). Per-member
-latency and failures and the rank / fuse stage times are taken from the engine's
-``BlendReport`` when a request finishes.
+Request counts and latency are observed by ``gateway.access.AccessMiddleware`` at the ASGI
+level, so every outcome counts (401, 413, validation errors, streams that fail or are cut
+off), and so is the in-flight gauge. Per-member latency and failures, the rank / fuse stage
+times, tokens and time to first token are taken from the engine's results when a request
+finishes. The registry also holds the process metrics (CPU, memory, file descriptors, GC,
+Python version) and ``blendgate_build_info``.
+
+Series that exist from the start, at 0 (so ``rate()`` and alerts work before the first
+event): requests in flight, tokens per served model, and each ensemble member's failures for
+each ``MEMBER_FAILURE_TYPES`` entry.
+
+No ``*_created`` series: ``exposition`` leaves them out (a view over the registry) rather than
+calling prometheus_client's ``disable_created_metrics()``, which flips a process-wide flag.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
 
-from ensemble.types import BlendReport
+from ensemble.errors import (
+    BackendConnectError,
+    BackendProtocolError,
+    BackendStatusError,
+    BackendTimeout,
+    OverloadedError,
+)
+from ensemble.fanout import QUORUM_CUT
+from ensemble.types import BlendReport, Usage
 
 # Seconds: from a cached pass-through reply to a slow CPU ensemble.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
 UNKNOWN = "_unknown"
 STATE_MODEL = "blend_model"  # request.state key: the served model the request was for
 STATE_STATUS = "blend_status"  # request.state key: status of an error sent inside a 200 stream
+# The ways a member call usually fails (``MemberFailure.error_type``), zero-initialised.
+MEMBER_FAILURE_TYPES = (
+    BackendTimeout.__name__, BackendConnectError.__name__, BackendStatusError.__name__,
+    BackendProtocolError.__name__, OverloadedError.__name__, QUORUM_CUT,
+)
 
 
 class GatewayMetrics:
-    def __init__(self, served_models: Collection[str]) -> None:
+    def __init__(
+        self,
+        served_models: Collection[str],
+        *,
+        members: Mapping[str, Sequence[str]] | None = None,
+        version: str = "unknown",
+    ) -> None:
+        """``members``: each ensemble's member labels, whose failure series start at 0."""
         self.registry = CollectorRegistry(auto_describe=True)
         self._served = frozenset(served_models)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        Info("blendgate_build", "The running blendgate.",
+             registry=self.registry).info({"version": version})
         self.requests = Counter(
             "blendgate_requests", "HTTP requests by endpoint, model and status.",
             ["endpoint", "model", "status"], registry=self.registry,
@@ -34,6 +77,23 @@ class GatewayMetrics:
         self.request_latency = Histogram(
             "blendgate_request_duration_seconds", "Time from request to last byte sent.",
             ["endpoint", "model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "blendgate_requests_in_flight", "API requests being answered now.",
+            registry=self.registry,
+        )
+        self.first_token = Histogram(
+            "blendgate_time_to_first_token_seconds",
+            "Streams: time from the request to the first content token sent.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.prompt_tokens = Counter(
+            "blendgate_prompt_tokens", "Prompt tokens of answered requests (ensembles: every "
+            "member call and the fuser's).", ["model"], registry=self.registry,
+        )
+        self.completion_tokens = Counter(
+            "blendgate_completion_tokens", "Completion tokens of answered requests (ensembles: "
+            "every member's and the fuser's).", ["model"], registry=self.registry,
         )
         self.member_latency = Histogram(
             "blendgate_member_duration_seconds", "Latency of each member's answer.",
@@ -47,6 +107,13 @@ class GatewayMetrics:
             "blendgate_stage_duration_seconds", "Time spent in each ensemble stage.",
             ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        for model in self._served:
+            self.prompt_tokens.labels(model)
+            self.completion_tokens.labels(model)
+        for model, labels in (members or {}).items():
+            for member in labels:
+                for error_type in MEMBER_FAILURE_TYPES:
+                    self.member_failures.labels(self.model_label(model), member, error_type)
 
     def model_label(self, model: str | None) -> str:
         """Served ids only: a client must not be able to create label values at will."""
@@ -56,6 +123,14 @@ class GatewayMetrics:
         label = self.model_label(model)
         self.requests.labels(endpoint, label, str(status)).inc()
         self.request_latency.labels(endpoint, label).observe(seconds)
+
+    def observe_usage(self, model: str, usage: Usage) -> None:
+        label = self.model_label(model)
+        self.prompt_tokens.labels(label).inc(usage.prompt_tokens)
+        self.completion_tokens.labels(label).inc(usage.completion_tokens)
+
+    def observe_first_token(self, model: str, seconds: float) -> None:
+        self.first_token.labels(self.model_label(model)).observe(seconds)
 
     def observe_report(self, model: str, report: BlendReport | None) -> None:
         if report is None:
@@ -72,44 +147,17 @@ class GatewayMetrics:
             self.stage_latency.labels(label, stage).observe(seconds)
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
 
 
-class MetricsMiddleware:
-    """Counts each request under ``prefix`` once it has been answered (or abandoned).
+class _WithoutCreated:
+    """The registry's metrics without their ``*_created`` samples (start times that double the
+    series count and that Prometheus' text format turns into gauges of their own)."""
 
-    The ``endpoint`` label is the matched route's path template, or ``unmatched``.
-    """
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics, prefix: str = "/v1/") -> None:
-        self.app = app
-        self.metrics = metrics
-        self.prefix = prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            await self.app(scope, receive, send)
-            return
-        state: dict[str, object] = scope.setdefault("state", {})
-        started = time.perf_counter()
-        status = 499  # nothing sent: the client went away first
-
-        async def observe_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe_send)
-        except Exception:
-            status = 500
-            raise
-        finally:
-            model = state.get(STATE_MODEL)
-            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.observe_request(
-                endpoint, model if isinstance(model, str) else None,
-                int(state.get(STATE_STATUS, status)),  # type: ignore[call-overload]
-                time.perf_counter() - started,
-            )
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ensemble.cancellation import aclose_shielded
 from ensemble.errors import UnknownModelError
 from ensemble.experiments.runtime import Served
-from ensemble.types import ServedModel
+from ensemble.types import BlendReport, ServedModel, StreamEnd, TextDelta, Usage
 from gateway import completions, responses
+from gateway.access import STATE_COMPLETION_ID, STATE_COUNTS
 from gateway.auth import require_api_key
 from gateway.convert import (
     ChunkHeader,
@@ -34,7 +37,7 @@ from gateway.deps import (
 )
 from gateway.experiments import StreamRecorder, arm_headers, experiment_info
 from gateway.loading import EngineLoading
-from gateway.metrics import STATE_MODEL, STATE_STATUS
+from gateway.metrics import STATE_MODEL, STATE_STATUS, GatewayMetrics
 from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
 from gateway.streaming import cancel_on_disconnect, open_stream
 
@@ -45,8 +48,8 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 @public.get("/health")
 async def health(request: Request) -> Response:
     """200 ``{"status": "ok", "models_loaded": N}`` once the models are loaded; 503 with
-    ``"loading"`` (and the seconds so far) or ``"failed"`` before, ``"draining"`` after SIGTERM. No key is needed, so no
-    model ids are listed (``GET /v1/models`` lists them)."""
+    ``"loading"`` (and the seconds so far) or ``"failed"`` before, ``"draining"`` after
+    SIGTERM. No key is needed, so no model ids are listed (``GET /v1/models`` lists them)."""
     loading: EngineLoading = request.app.state.loading
     state = "draining" if request.app.state.drain.draining else loading.state
     body: dict[str, object] = {"status": state}
@@ -96,9 +99,10 @@ async def legacy_completions(
     setattr(request.state, STATE_MODEL, body.model)
     blend_request = to_blend_request(completions.to_chat_request(body), limits)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    setattr(request.state, STATE_COMPLETION_ID, completion_id)
     if not body.stream:
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        metrics.observe_report(result.model, result.report)
+        _observe_answer(request, metrics, result.model, result.usage, result.report)
         response = completions.to_completion(result, completion_id=completion_id,
                                              created=created)
         return Response(response.model_dump_json(), media_type="application/json")
@@ -106,7 +110,7 @@ async def legacy_completions(
         engine.stream(blend_request), completion_id=completion_id, created=created,
         model=body.model,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        on_end=lambda end: metrics.observe_report(body.model, end.report))
+        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report))
     return await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
 
@@ -122,12 +126,12 @@ async def create_response(
     frame = responses.ResponseFrame(body, body.model)
     if not body.stream:
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        metrics.observe_report(result.model, result.report)
+        _observe_answer(request, metrics, result.model, result.usage, result.report)
         response = responses.to_response(frame, result)
         return Response(response.model_dump_json(), media_type="application/json")
     events = responses.to_events(
         engine.stream(blend_request), frame,
-        on_end=lambda end: metrics.observe_report(body.model, end.report))
+        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report))
     return await open_stream(
         request, events, lambda status: setattr(request.state, STATE_STATUS, status))
 
@@ -144,11 +148,12 @@ async def chat_completions(
         body = body.model_copy(update={"model": assignment.model})
     blend_request = to_blend_request(body, limits)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    setattr(request.state, STATE_COMPLETION_ID, completion_id)
     headers = arm_headers(assignment)
     if not body.stream:
         started = time.perf_counter()
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        metrics.observe_report(result.model, result.report)
+        _observe_answer(request, metrics, result.model, result.usage, result.report)
         response = to_chat_completion(
             result, completion_id=completion_id, created=created,
             include_report=blend_request.return_candidates,
@@ -162,7 +167,9 @@ async def chat_completions(
         return Response(response.model_dump_json(), media_type="application/json",
                         headers=headers)
 
-    events = engine.stream(blend_request)
+    requested = time.perf_counter()
+    events = _on_first_token(engine.stream(blend_request), lambda: metrics.observe_first_token(
+        body.model, time.perf_counter() - requested))
     if runtime is not None:
         events = StreamRecorder(runtime, completion_id, blend_request, assignment).follow(events)
     chunks = to_chunks(
@@ -170,10 +177,34 @@ async def chat_completions(
         ChunkHeader(completion_id, created, body.model),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         include_report=blend_request.return_candidates,
-        on_end=lambda end: metrics.observe_report(body.model, end.report),
+        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report),
         experiment=experiment_info(assignment),
     )
     stream = await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
     stream.headers.update(headers)
     return stream
+
+
+def _observe_answer(request: Request, metrics: GatewayMetrics, model: str, usage: Usage,
+                    report: BlendReport | None) -> None:
+    """Metrics of a finished answer, and its candidate / failure counts for the access log."""
+    metrics.observe_report(model, report)
+    metrics.observe_usage(model, usage)
+    if report is not None:
+        setattr(request.state, STATE_COUNTS, (len(report.candidates), len(report.failures)))
+
+
+async def _on_first_token(
+    events: AsyncIterator[TextDelta | StreamEnd], first: Callable[[], None]
+) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+    """``events``, calling ``first()`` when the first content text passes (time to first token)."""
+    waiting = True
+    try:
+        async for event in events:
+            if waiting and isinstance(event, TextDelta) and event.text:
+                waiting = False
+                first()
+            yield event
+    finally:
+        await aclose_shielded(events)

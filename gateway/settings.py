@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -68,3 +69,10 @@ def read_api_keys(server: ServerConfig, environ: Mapping[str, str] | None = None
         keys.update(k.strip() for k in env.get(server.api_keys_env, "").split(","))
     keys.discard("")
     return frozenset(keys)
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("blendgate")
+    except metadata.PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
