@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from ensemble.config import BlendgateConfig, GenFuserConfig, PairRMRankerConfig, parse_config
+from ensemble.errors import FuserError
 from ensemble.fusers.genfuser import GenFuser
 from ensemble.rankers.pairrm import PairRMRanker
 from ensemble.types import ChatMessage, SamplingParams
@@ -240,3 +241,17 @@ def test_genfuser_deployment_streams_batches_and_matches_in_process(
     assert texts == [text] * 4
     stats = fuser_handle.stats.remote().result(timeout_s=30)
     assert stats.calls == 5 and max(stats.batch_sizes) > 1
+
+
+def test_fuser_errors_cross_the_handle_with_their_type(ray_app: tuple[str, Any]) -> None:
+    from ray import serve
+
+    from ensemble.ray_serve import RayFuser
+
+    fuser = RayFuser(serve.get_deployment_handle("fuser-0", APP), "genfuser")
+
+    async def fuse_nothing() -> None:
+        await fuser.fuse([ChatMessage("user", PROMPT)], [], SamplingParams())
+
+    with pytest.raises(FuserError, match="no candidates"):  # raised in the replica
+        asyncio.run(fuse_nothing())
