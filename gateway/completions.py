@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ensemble.errors import InvalidParamsError
 from ensemble.types import BlendResult, StreamEnd, TextDelta
 from gateway.convert import to_usage
+from gateway.errors import from_validation_error
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionUsage,
@@ -76,8 +77,11 @@ def to_chat_request(request: CompletionRequest) -> ChatCompletionRequest:
         raise InvalidParamsError("Send one prompt per request.", param="prompt")
     fields = request.model_dump(exclude={"prompt", "logprobs", "echo", "suffix", "best_of"},
                                 exclude_none=True)
-    return ChatCompletionRequest.model_validate(
-        {**fields, "messages": [{"role": "user", "content": prompts[0]}]})
+    try:
+        return ChatCompletionRequest.model_validate(
+            {**fields, "messages": [{"role": "user", "content": prompts[0]}]})
+    except ValidationError as exc:  # the request's fault, a 400
+        raise from_validation_error(exc) from None
 
 
 def to_completion(result: BlendResult, *, completion_id: str, created: int) -> Completion:

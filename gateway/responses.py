@@ -21,11 +21,12 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ensemble.backends.openai_wire import merge_tool_call_deltas
 from ensemble.errors import InvalidParamsError
 from ensemble.types import BlendResult, StreamEnd, TextDelta, Usage
+from gateway.errors import from_validation_error
 from gateway.protocol import ChatCompletionRequest, OpenAIBaseModel
 
 
@@ -118,7 +119,11 @@ def to_chat_request(request: ResponsesRequest) -> ChatCompletionRequest:
             {"type": "json_object"} if fmt.type == "json_object" else
             {"type": "json_schema", "json_schema": {
                 "name": fmt.name or "output", "schema": fmt.schema_, "strict": fmt.strict}})
-    return ChatCompletionRequest.model_validate({k: v for k, v in chat.items() if v is not None})
+    try:
+        return ChatCompletionRequest.model_validate(
+            {k: v for k, v in chat.items() if v is not None})
+    except ValidationError as exc:  # e.g. an empty input list: the request's fault, a 400
+        raise from_validation_error(exc) from None
 
 
 def _append_item(messages: list[dict[str, Any]], item: InputItem, param: str) -> None:

@@ -134,3 +134,15 @@ def test_rank_model_names_hide_local_paths(tmp_path: Path) -> None:
     assert public_name("/opt/models/pairrm/") == "pairrm"
     assert public_name("~/models/pairrm") == "pairrm"
     assert public_name("llm-blender/PairRM-hf") == "llm-blender/PairRM-hf"  # a hub id
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/responses", {"model": ENSEMBLE, "input": []}),
+    ("/v1/completions", {"model": ENSEMBLE, "prompt": "hi", "max_tokens": "5"}),
+])
+async def test_converted_requests_that_do_not_validate_are_400_not_500(
+    client: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> None:  # found by tests/gateway/test_schemathesis.py
+    response = await client.post(path, json=body)
+    assert response.status_code == 400, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
