@@ -16,8 +16,8 @@ Import path for Ray's own CLI (an application builder; ``config`` is the YAML pa
 
     serve run gateway.ray_app:app_builder config=configs/vllm-three-models.yaml
 
-``/metrics`` is answered by whichever gateway replica the request reaches: each replica counts
-its own requests. Scrape replicas one by one (e.g. Kubernetes pods) for totals.
+``/metrics`` gathers every gateway replica's own metrics (``handle.broadcast``), each sample
+labelled ``replica`` (``gateway/replica_metrics.py``).
 """
 
 from __future__ import annotations
@@ -51,9 +51,11 @@ from ensemble.ray_serve import (
 )
 from gateway.app import create_app
 from gateway.deps import Engine
+from gateway.replica_metrics import ReplicaMetricsMiddleware
 from gateway.settings import default_config_path
 
 logger = logging.getLogger(__name__)
+METRICS_TIMEOUT_S = 5.0
 
 
 @serve.ingress()
@@ -68,6 +70,10 @@ class GatewayIngress:
     ) -> None:
         self._config = BlendgateConfig.model_validate_json(config_json)
         self._builders = ray_builders(rankers, fusers)
+        context = serve.get_replica_context()
+        self._replica = context.replica_id.unique_id
+        self._app_name, self._deployment = context.app_name, context.deployment
+        self._app: Any = None
 
     def __serve_build_asgi_app__(self) -> Any:
         ranker_builder, fuser_builder = self._builders
@@ -76,7 +82,23 @@ class GatewayIngress:
             return await BlendEngine.from_config(
                 config, ranker_builder=ranker_builder, fuser_builder=fuser_builder)
 
-        return create_app(self._config, build_engine=build_engine)
+        self._app = create_app(self._config, build_engine=build_engine)
+        self._app.add_middleware(ReplicaMetricsMiddleware, collect=self._every_replica)
+        return self._app
+
+    def metrics_exposition(self) -> tuple[str, bytes]:
+        """This replica's own metrics (the gateway's Prometheus registry)."""
+        return self._replica, self._app.state.metrics.exposition()
+
+    async def _every_replica(self) -> dict[str, bytes]:
+        handle = serve.get_deployment_handle(self._deployment, self._app_name)
+        results = await handle.broadcast("metrics_exposition").results_async(
+            timeout_s=METRICS_TIMEOUT_S, return_exceptions=True)
+        answers = dict(r for r in results if isinstance(r, tuple))
+        if len(answers) < len(results):
+            logger.warning("/metrics: %d of %d gateway replicas did not answer",
+                           len(results) - len(answers), len(results))
+        return answers or dict([self.metrics_exposition()])
 
 
 def model_rankers(config: BlendgateConfig) -> list[RankerConfig]:

@@ -1,7 +1,7 @@
 """The Ray Serve application on a local Ray (2 CPUs, small object store), tiny PairRM.
 
 One application for the module (starting Ray and deploying takes tens of seconds on 2 shared
-cores): the gateway ingress (1 replica), the PairRM deployment at 2 replicas and a tiny
+cores): the gateway ingress (2 replicas), the PairRM deployment at 2 replicas and a tiny
 GenFuser deployment (1 replica), members from a fake OpenAI upstream. Deployments ask for no
 CPU so every replica fits on 2 CPUs.
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 pytest.importorskip("ray.serve")
 
@@ -57,7 +58,7 @@ def _config(checkpoint: Path, fuser_checkpoint: Path, upstream: str) -> Blendgat
                     "ranker": pairrm_cfg(checkpoint), "fuser": _genfuser(fuser_checkpoint),
                     "top_k": 2}],
         "ray": {"app_name": APP,
-                "gateway": {"num_replicas": 1, "num_cpus": 0},
+                "gateway": {"num_replicas": 2, "num_cpus": 0},
                 # a long batch window, so concurrent rankings surely share batches
                 "ranker": {"num_replicas": 2, "num_cpus": 0, "max_batch_size": 16,
                            "batch_wait_ms": 200},
@@ -130,8 +131,13 @@ def test_serves_chat_and_rank_with_in_process_ranks(
     assert by_text == dict(zip(TEXTS, expected, strict=True))
     assert body["choices"][0]["message"]["content"] == TEXTS[expected.index(1)]
     assert httpx.get(f"{url}/health").status_code == 200
-    metrics = httpx.get(f"{url}/metrics").text
-    assert 'model="blend"' in metrics  # the gateway's own Prometheus families
+    # /metrics: the gateway's own families from both gateway replicas, labelled per replica
+    families = {f.name: f for f in text_string_to_metric_families(
+        httpx.get(f"{url}/metrics").text)}
+    assert len({s.labels["replica"] for s in families["process_cpu_seconds"].samples}) == 2
+    chats = [s.value for s in families["blendgate_requests"].samples
+             if s.name == "blendgate_requests_total" and s.labels["model"] == "blend"]
+    assert sum(chats) >= 1
 
 
 def _replica_stats(handle: Any, replicas: int = 2, tries: int = 40) -> dict[int, Any]:
