@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,36 @@ async def test_consensus_judge_ties_two_answers() -> None:
         assert verdict.score_a == verdict.score_b
     finally:
         await ranker.aclose()
+
+
+@pytest.fixture(scope="module")
+def qwen_judge_url() -> Iterator[str]:
+    """Qwen2.5-Coder-0.5B (installed by make setup) behind a real llama.cpp OpenAI server."""
+    from ensemble.backends.model_path import resolve_gguf
+    from tests.fixtures.llama_server import start_llama_server
+
+    with start_llama_server(resolve_gguf("package:qwen2.5-coder-0.5b"), parallel=2,
+                            context_length=4096) as url:
+        yield url
+
+
+@pytest.mark.slow
+async def test_llm_judge_over_a_real_llama_cpp_server(qwen_judge_url: str) -> None:
+    from ensemble.backends.openai_compat import OpenAICompatBackend
+    from ensemble.config import LLMJudgeRankerConfig, OpenAIBackendConfig
+
+    # generous timeouts: the CI host is a shared 2-core machine
+    backend = OpenAICompatBackend("qwen", OpenAIBackendConfig(
+        base_url=qwen_judge_url, model="qwen", timeout_s=300))
+    cfg = LLMJudgeRankerConfig(backend="qwen", mode="pairwise", params={"cache_prompt": False},
+                               timeout_s=300)
+    ranker = await build_ranker(cfg, {"qwen": backend})
+    try:
+        judge = PairwiseJudge(ranker, tie_margin=0.1)
+        question = [ChatMessage("user", "What is the capital of France?")]
+        good, bad = "The capital of France is Paris.", "I like turtles and the colour green."
+        assert (await judge.judge(question, bad, good)).outcome == "win"
+        assert (await judge.judge(question, good, bad)).outcome == "loss"
+    finally:
+        await ranker.aclose()
+        await backend.aclose()
