@@ -113,6 +113,7 @@ def create_app(
         "/v1/responses": ResponsesRequest,
         "/v1/rank": ranking.RankRequest,
         "/v1/compare": ranking.CompareRequest,
+        "/v1/rank/batch": ranking.RankBatchRequest,
         "/v1/fuse": fusing.FuseRequest,
         "/v1/feedback": experiments.FeedbackRequest,
     })
