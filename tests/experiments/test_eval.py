@@ -164,3 +164,28 @@ def test_agreement_mode_on_the_shared_sets(tmp_path: Path,
     assert "mt_bench_human" in result["missing"]  # the shared data has only a note for it
     text = (tmp_path / "agreement.md").read_text()
     assert "| PairRM (0.4b), model card | 84.75 | 84.48 | 80.33 | 90.7 | 84.62 |" in text
+
+
+async def test_failed_answers_are_counted_with_their_reason(tmp_path: Path) -> None:
+    from ensemble.errors import BackendTimeout
+
+    class FlakyEngine(CountingEngine):
+        async def complete(self, request: BlendRequest) -> BlendResult:
+            if request.model == "b" and request.messages[0].content == "prompt 1":
+                raise BackendTimeout("b took too long")
+            return await super().complete(request)
+
+    config = parse_config({
+        "backends": {"a": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "a"},
+                     "b": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "b"}},
+        "store": {"url": sqlite_url(tmp_path), "flush_interval_s": 0.05}})
+    store = await ExperimentStore.open(config.store_config())  # type: ignore[arg-type]
+    try:
+        plan = EvalPlan("run", [Prompt(str(i), f"prompt {i}", "all") for i in range(3)],
+                        ["a"], ["b"])
+        answers = await collect_answers(FlakyEngine(), store, config, plan, lambda n: None)
+        assert answers.failures == {"b": 1}
+        assert answers.errors == {"b": {"BackendTimeout: b took too long": 1}}
+        assert len(answers.by_key) == 5  # the failure is not cached: a re-run retries it
+    finally:
+        await store.aclose()

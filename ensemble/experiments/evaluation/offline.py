@@ -51,6 +51,7 @@ class Answers:
     by_key: dict[tuple[str, str], EvalAnswer] = field(default_factory=dict)  # (model, prompt)
     cached: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> error -> count
 
 
 def model_fingerprint(config: BlendgateConfig, model_id: str) -> str:
@@ -104,8 +105,11 @@ async def collect_answers(engine: Completer, store: ExperimentStore, config: Ble
             started = time.perf_counter()
             try:
                 result = await engine.complete(request)
-            except Exception:  # noqa: BLE001 - counted; the run goes on
+            except Exception as exc:  # noqa: BLE001 - counted, with its reason; the run goes on
                 answers.failures[model] = answers.failures.get(model, 0) + 1
+                reasons = answers.errors.setdefault(model, {})
+                reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+                reasons[reason] = reasons.get(reason, 0) + 1
                 progress(1)
                 return
             item = EvalAnswer(
@@ -163,6 +167,7 @@ def summarise(plan: EvalPlan, answers: Answers, judgements: Sequence[Judgement],
         latencies = [a.latency_s for a in rows]
         models[model] = {
             "answers": len(rows), "failures": answers.failures.get(model, 0),
+            "errors": answers.errors.get(model, {}),
             "latency_p50_s": percentile(latencies, 50), "latency_p95_s": percentile(latencies, 95),
             "latency_mean_s": sum(latencies) / len(latencies) if latencies else None,
             "completion_tokens_mean": _mean([a.completion_tokens for a in rows]),
