@@ -67,9 +67,12 @@ def model_fingerprint(config: BlendgateConfig, model_id: str) -> str:
             backends.append(llm.backend)
     else:
         backends = [entry.backend]
+    # Only what was set: a later blendgate with new (defaulted) config fields keeps the cache.
     parts = {
-        "model": entry.model_dump(mode="json") if entry is not None else model_id,
-        "backends": {b: config.backends[b].model_dump(mode="json") for b in sorted(set(backends))},
+        "model": entry.model_dump(mode="json", exclude_defaults=True)
+        if entry is not None else model_id,
+        "backends": {b: config.backends[b].model_dump(mode="json", exclude_defaults=True)
+                     for b in sorted(set(backends))},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

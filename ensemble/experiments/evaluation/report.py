@@ -75,15 +75,20 @@ def _comparison_table(comparisons: list[dict[str, Any]]) -> str:
 
 def _model_table(models: dict[str, dict[str, Any]]) -> str:
     rows = [("<table><tr><th>model</th><th>answers</th><th>failures</th><th>latency p50</th>"
-            "<th>latency p95</th><th>completion tokens (mean)</th></tr>")]
+            "<th>latency p95</th><th>completion tokens per answer, all calls (mean)</th></tr>")]
     for name, m in models.items():
         rows.append(
             f"<tr><td>{_e(name)}</td><td class=num>{m['answers']}</td>"
-            f"<td class=num>{m['failures']}</td><td class=num>{_s(m['latency_p50_s'])}</td>"
+            f"<td class=num title='{_e(_reasons(m))}'>{m['failures']}</td>"
+            f"<td class=num>{_s(m['latency_p50_s'])}</td>"
             f"<td class=num>{_s(m['latency_p95_s'])}</td>"
             f"<td class=num>{_n(m['completion_tokens_mean'])}</td></tr>")
     rows.append("</table>")
     return "".join(rows)
+
+
+def _reasons(model: dict[str, Any]) -> str:
+    return "; ".join(f"{count} x {why}" for why, count in model.get("errors", {}).items())
 
 
 def _s(value: float | None) -> str:
@@ -147,7 +152,7 @@ def _tokens_plot(result: dict[str, Any]) -> Any:
     names = list(result["models"])
     values = [result["models"][n]["completion_tokens_mean"] or 0 for n in names]
     axes.bar(names, values, color="#6a9f58")
-    axes.set_ylabel("completion tokens per answer (mean)")
+    axes.set_ylabel("completion tokens per answer,\nall calls (mean)")
     return figure
 
 
