@@ -253,9 +253,11 @@ def burst(fast: str, concurrency: int, total: int, pools: list[int]) -> list[Row
         # Timeouts above the time a burst takes to drain on a slow shared host: what is
         # measured is whether the gateway itself fails requests (pool starvation, connect
         # timeouts), not how long the queue is.
-        backends = {"fast": backend(fast, expose=True, timeout_s=BURST_TIMEOUT_S,
-                                    max_connections=pool),
-                    "fast2": backend(fast, timeout_s=BURST_TIMEOUT_S, max_connections=pool)}
+        # connect_timeout_s: the default (5 s), as deployed; the fault cases use 1 s.
+        healthy = {"timeout_s": BURST_TIMEOUT_S, "connect_timeout_s": 5.0,
+                   "max_connections": pool}
+        backends = {"fast": backend(fast, expose=True, **healthy),
+                    "fast2": backend(fast, **healthy)}
         models = [ensemble("duo", ["fast", "fast2"], fuser={"type": "none"},
                            member_timeout_s=BURST_TIMEOUT_S, deadline_s=BURST_TIMEOUT_S)]
         with blendgate({"server": {"api_keys_env": None}, "backends": backends,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -62,22 +63,22 @@ async def test_calls_beyond_pool_and_queue_are_shed_at_once(fake_upstreams: Fake
 def test_pass_through_overload_is_503_with_retry_after(fake_upstreams: FakeUpstreams) -> None:
     config = parse_config({
         "server": {"api_keys_env": None},
-        "backends": {"tiny": _backend(fake_upstreams.stall_stream, expose=True,
-                                      max_connections=1, max_queue=0)},
+        "backends": {"tiny": _backend(fake_upstreams.hang, expose=True, max_connections=1,
+                                      max_queue=0, timeout_s=5)},
     })
-    body = {"model": "tiny", "messages": MESSAGES, "stream": True}
-    with (running_server(create_app(config)) as base,
-          httpx.Client(base_url=base, timeout=10) as client,
-          client.stream("POST", "/v1/chat/completions", json=body) as first):
-        assert first.status_code == 200
-        for line in first.iter_lines():
-            if '"content":"' in line and '"content":""' not in line:
-                break
-        second = client.post("/v1/chat/completions", json=body)
-        assert second.status_code == 503
-        assert second.headers["retry-after"] == "1"
-        assert second.json()["error"]["code"] == "overloaded"
-        assert set(second.json()["error"]) == {"message", "type", "param", "code"}
+    body = {"model": "tiny", "messages": MESSAGES}
+    with running_server(create_app(config)) as base, ThreadPoolExecutor(1) as pool:
+        holder = pool.submit(httpx.post, f"{base}/v1/chat/completions", json=body, timeout=10)
+        assert wait_until(lambda: fake_upstreams.hanging == 1)  # the one slot is taken
+        started = time.monotonic()
+        shed = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=10)
+        assert time.monotonic() - started < 2
+        assert shed.status_code == 503
+        assert shed.headers["retry-after"] == "1"
+        assert shed.json()["error"]["code"] == "overloaded"
+        assert set(shed.json()["error"]) == {"message", "type", "param", "code"}
+        assert holder.result().status_code == 504  # the held call still ends truthfully
+    assert len(fake_upstreams.requests) == 1  # the shed call never reached the upstream
 
 
 async def test_an_ensemble_whose_every_member_is_full_is_overloaded_not_failed() -> None:
