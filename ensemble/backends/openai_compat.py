@@ -82,6 +82,7 @@ def chat_completions_url(base_url: str) -> str:
 
 
 UPSTREAM_KEEPALIVE_EXPIRY_S = 2.0
+CONNECT_RETRIES = 1
 
 
 class OpenAICompatBackend:
@@ -101,16 +102,20 @@ class OpenAICompatBackend:
         # shed at once with OverloadedError (503 + Retry-After).
         self._slots = asyncio.Semaphore(cfg.max_connections)
         self._waiting = 0
+        limits = httpx.Limits(
+            max_connections=cfg.max_connections,
+            max_keepalive_connections=cfg.max_connections,
+            # Drop idle connections before the upstream does: vLLM and llama.cpp-style
+            # uvicorn servers close them after 5 s, and reusing one at that instant fails
+            # the POST with a ReadError (seen in benchmarks/bench_gateway.py at c=64).
+            keepalive_expiry=UPSTREAM_KEEPALIVE_EXPIRY_S,
+        )
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=cfg.max_connections,
-                max_keepalive_connections=cfg.max_connections,
-                # Drop idle connections before the upstream does: vLLM and llama.cpp-style
-                # uvicorn servers close them after 5 s, and reusing one at that instant fails
-                # the POST with a ReadError (seen in benchmarks/bench_gateway.py at c=64).
-                keepalive_expiry=UPSTREAM_KEEPALIVE_EXPIRY_S,
-            ),
+            # One more try at opening a connection (nothing was sent yet, so it is safe): in a
+            # burst, a loop busy with 1,000 streams can fire a connect timeout after the
+            # connection was in fact made (benchmarks/bench_reliability.py).
+            transport=httpx.AsyncHTTPTransport(limits=limits, retries=CONNECT_RETRIES),
         )
 
     def __repr__(self) -> str:

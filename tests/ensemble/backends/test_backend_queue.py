@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import httpcore
 import httpx
 import pytest
 
@@ -89,3 +91,30 @@ async def test_an_ensemble_whose_every_member_is_full_is_overloaded_not_failed()
     members = [FanoutMember(f"m{i}", full, 1, SamplingParams(), 5.0) for i in range(2)]
     with pytest.raises(OverloadedError):  # 503 + Retry-After, not 502
         await fan_out(PROMPT, members, min_candidates=1, deadline_s=5.0)
+
+
+class FlakyConnects:
+    """A network backend whose first connect times out (as on a starved event loop)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.attempts = real, 0
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> Any:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise httpcore.ConnectTimeout("first connect timed out")
+        return await self.real.connect_tcp(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+async def test_a_connect_timeout_is_retried_once(fake_upstreams: FakeUpstreams) -> None:
+    backend = OpenAICompatBackend("ok", OpenAIBackendConfig(base_url=fake_upstreams.ok, model="m"))
+    pool = backend._client._transport._pool  # type: ignore[attr-defined]
+    flaky = pool._network_backend = FlakyConnects(pool._network_backend)
+    try:
+        completions = await backend.complete(PROMPT, SamplingParams())
+    finally:
+        await backend.aclose()
+    assert completions[0].text and flaky.attempts == 2
