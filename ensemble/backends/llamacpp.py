@@ -8,6 +8,12 @@ queue, so nothing runs on top of anything else. Tokens come back through a callb
 feeds an ``asyncio.Queue``: streaming is real, and returning ``True`` from that callback is how
 a cancelled or abandoned call stops llama.cpp's decoding.
 
+Tools, JSON modes and logprobs go to llama.cpp as they are (its jinja chat-template handling
+parses tool calls, its grammar constrains JSON). Two additions: ``chat_template`` replaces the
+GGUF's template (SmolLM2's own drops tools; ``chatml-tools`` ships with blendgate), and a
+required or named ``tool_choice``, which llama.cpp does not enforce, is generated as
+grammar-constrained JSON and turned into the call (``forced_tools``).
+
 ``n`` samples: llama.cpp decodes ``n`` sequences of one request in separate slots, and refuses
 ``n`` above the slot count, so a larger ``n`` is split into several requests.
 
