@@ -364,8 +364,9 @@ async def test_engine_owns_and_closes_the_backends_it_builds() -> None:
 
 
 @pytest.mark.slow
-async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
+async def test_default_config_end_to_end_on_two_real_families(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cfg = load_config(default_config_path())
     question = [ChatMessage("user", "What is the capital of France? Answer in one sentence.")]
     started = time.perf_counter()
@@ -383,7 +384,8 @@ async def test_default_config_end_to_end_on_real_smollm2(capsys: pytest.CaptureF
     assert isinstance(cold, BlendResult) and cold.choices[0].text.strip()
     for report in (cold.report, end.report):
         assert report is not None
-        assert len(report.candidates) == 4 and report.failures == ()
+        assert len(report.candidates) == 6 and report.failures == ()
+        assert [c.member for c in report.candidates].count("qwen") == 2  # two families
         assert report.ranking is not None and min(report.ranking.ranks) == 1
         assert report.fuser == "llm"
     assert texts[0].strip()

@@ -263,6 +263,6 @@ def test_the_wheel_ships_the_default_config_and_serves_it_outside_a_checkout(
     result = run_cli("check-config", cwd=elsewhere,
                      env={"PYTHONPATH": str(site), "BLENDGATE_CONFIG": ""})
     assert result.returncode == 0, result.stderr
-    assert "blend  (ensemble: smollm2 x4" in result.stdout
+    assert "blend  (ensemble: smollm2 x4, qwen x2" in result.stdout
     where = run_cli("--version", cwd=elsewhere, env={"PYTHONPATH": str(site)})
     assert where.returncode == 0

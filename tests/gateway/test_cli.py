@@ -43,7 +43,7 @@ def test_packaged_default_config_is_valid_and_resolves(
 ) -> None:
     monkeypatch.delenv("BLENDGATE_CONFIG", raising=False)
     assert main(["check-config"]) == 0  # no file: the default serve uses, resolved as serve does
-    assert "blend  (ensemble: smollm2 x4" in capsys.readouterr().out
+    assert "blend  (ensemble: smollm2 x4, qwen x2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
