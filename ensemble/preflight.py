@@ -37,6 +37,7 @@ from ensemble.config import (
     EnsembleModelConfig,
     FuserConfig,
     GenFuserConfig,
+    LLMJudgeRankerConfig,
     LocalBackendConfig,
     OpenAIBackendConfig,
     PairRMRankerConfig,
@@ -150,6 +151,9 @@ def _ranker(
 ) -> Iterator[tuple[str, str, str | None]]:
     if isinstance(ranker, RemoteRankerConfig):
         _api_key(key, ranker.api_key_env, env, found)
+    elif isinstance(ranker, LLMJudgeRankerConfig):
+        if ranker.fallback is not None:  # the judge's backend is checked with the backends
+            yield from _ranker(f"{key}.fallback", ranker.fallback, env, found)
     elif isinstance(ranker, (PairRMRankerConfig, RewardModelRankerConfig)):
         yield f"{key}.checkpoint", ranker.checkpoint, ranker.cache_dir
     elif isinstance(ranker, ConsensusRankerConfig):

@@ -137,6 +137,9 @@ def with_models(members_and_more: str) -> str:
          ["rank_service.api_key_env", "BLENDGATE_TEST_UNSET_KEY (the API key) is not set"]),
         (REMOTE + "rank_service: {type: consensus, model: 'package:no_minilm_pkg'}\n",
          ["rank_service.model", "'no_minilm_pkg' is not installed"]),
+        (REMOTE + "rank_service: {type: llm_judge, backend: a, fallback: "
+                  "{type: consensus, model: 'package:no_minilm_pkg'}}\n",
+         ["rank_service.fallback.model", "'no_minilm_pkg' is not installed"]),
     ],
 )
 def test_check_config_fails_where_serve_would(
