@@ -330,6 +330,9 @@ class TaskRoutingConfig(_Strict):
     backend: str  # answers task requests alone: a plain pass-through, one sample
     user_prefix: str | None = "### Task:"
     max_tokens_at_most: int | None = Field(None, ge=1)
+    # Caps a task's answer (titles and tags are short; Open WebUI asks with max_tokens 1000
+    # or none). None keeps the request's (or the backend's default).
+    max_tokens: int | None = Field(None, ge=1)
 
 
 class ToolPolicyConfig(_Strict):

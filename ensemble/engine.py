@@ -279,7 +279,7 @@ class BlendEngine:
     # ------------------------------------------------------------------ serving
 
     async def complete(self, request: BlendRequest) -> BlendResult:
-        target = self._lookup(request)
+        target, request = self._lookup(request)
         if isinstance(target, _Ensemble):
             return await self._complete_ensemble(target, request)
         completions = await target.complete(request.messages, request.params, request.n)
@@ -295,7 +295,7 @@ class BlendEngine:
 
         An async generator: ``aclose()`` it (or cancel its consumer) to stop every upstream call.
         """
-        target = self._lookup(request)
+        target, request = self._lookup(request)
         if isinstance(target, _Ensemble):
             async with closing(self._stream_ensemble(target, request)) as events:
                 async for event in events:
@@ -308,22 +308,29 @@ class BlendEngine:
                 yield delta
         yield StreamEnd(usage, None)
 
-    def _lookup(self, request: BlendRequest) -> _Ensemble | Backend:
+    def _lookup(self, request: BlendRequest) -> tuple[_Ensemble | Backend, BlendRequest]:
+        """What serves ``request``, and the request as it is served (a task's may be capped)."""
         if request.n < 1:
             raise InvalidParamsError(f"n must be at least 1, got {request.n}", param="n")
         found = self._ensembles.get(request.model) or self._singles.get(request.model)
         if found is None:
             raise UnknownModelError(request.model)
+        tasks = found.cfg.tasks if isinstance(found, _Ensemble) else None
         if isinstance(found, _Ensemble) and found.task_backend is not None and \
-                found.cfg.tasks is not None and is_background_task(request, found.cfg.tasks):
-            return found.task_backend  # a title/tag/follow-up: no fan-out for it
+                tasks is not None and is_background_task(request, tasks):
+            # A title/tag/follow-up: no fan-out for it, and a short answer.
+            cap = tasks.max_tokens
+            if cap is not None:
+                tokens = min(request.params.max_tokens or cap, cap)
+                request = replace(request, params=replace(request.params, max_tokens=tokens))
+            return found.task_backend, request
         fuser = found.cfg.fuser.type if isinstance(found, _Ensemble) else None
         if request.params.logprobs and fuser not in (None, "llm", "none"):
             # The text comes from the fuser (or its member); only an LLM or a member has them.
             raise InvalidParamsError(
                 f"logprobs are not available from `{request.model}`: its {fuser} fuser "
                 "produces text without token log-probabilities.", param="logprobs")
-        return found
+        return found, request
 
     # ------------------------------------------------------------------ ensembles
 

@@ -14,13 +14,14 @@ CHAT = [ChatMessage("user", "Why is the sky blue?")]
 
 async def test_task_prompts_go_to_the_task_backend_alone() -> None:
     made = backends()
-    cfg = config(tasks={"backend": "b", "max_tokens_at_most": 64})
+    cfg = config(tasks={"backend": "b", "max_tokens_at_most": 64, "max_tokens": 40})
     async with await engine_with(cfg, made) as engine:
         title = await engine.complete(BlendRequest("blend", TITLE, SamplingParams()))
         short = await engine.complete(BlendRequest("blend", CHAT, SamplingParams(max_tokens=32)))
         assert [len(made[n].calls) for n in "abc"] == [0, 2, 0] and not made["synth"].calls
         assert title.report is None and short.report is None  # plain pass-through answers
         assert title.model == "blend"
+        assert [c.params.max_tokens for c in made["b"].calls] == [40, 32]  # capped at 40
         chat = await engine.complete(BlendRequest("blend", CHAT, SamplingParams(max_tokens=500)))
         assert chat.report is not None and len(made["a"].calls) == 1  # the ensemble answered
 
