@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -208,3 +209,45 @@ def test_chunk_omits_unset_role_and_usage() -> None:
     assert data["choices"][0]["finish_reason"] is None
     assert "usage" not in data and "blend" not in data
     assert SDKChunk.model_validate_json(chunk.model_dump_json()).choices[0].delta.content == "x"
+
+
+CALL = {"id": "c1", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+LOGPROBS = {"content": [{"token": "Hi", "logprob": -0.5, "bytes": [72, 105],
+                         "top_logprobs": []}]}
+
+
+def test_tool_calls_logprobs_and_refusal_in_a_chat_completion() -> None:
+    from ensemble.types import BlendResult, Choice, Usage
+    from gateway.convert import to_chat_completion
+
+    result = BlendResult("m", [Choice(0, "", "tool_calls", (CALL,)),
+                               Choice(1, "Hi", "stop", logprobs=LOGPROBS),
+                               Choice(2, "", "stop", refusal="I can't.")], Usage(1, 2))
+    body = json.loads(to_chat_completion(result, completion_id="x", created=1,
+                                         include_report=False).model_dump_json())
+    call, text, refusal = body["choices"]
+    assert call["message"] == {"role": "assistant", "content": None, "refusal": None,
+                               "tool_calls": [CALL]}
+    assert call["finish_reason"] == "tool_calls"
+    assert text["logprobs"] == LOGPROBS and "tool_calls" not in text["message"]
+    assert refusal["message"]["refusal"] == "I can't."
+
+
+async def test_tool_call_and_logprob_deltas_in_chunks() -> None:
+    from ensemble.types import StreamEnd, TextDelta, Usage
+    from gateway.convert import ChunkHeader, to_chunks
+
+    async def events():  # type: ignore[no-untyped-def]
+        yield TextDelta("", tool_calls=({**CALL, "index": 0},))
+        yield TextDelta("Hi", index=1, logprobs=LOGPROBS)
+        yield TextDelta("", finish_reason="tool_calls")
+        yield StreamEnd(Usage(1, 2))
+
+    chunks = [json.loads(c.model_dump_json()) async for c in to_chunks(
+        events(), ChunkHeader("x", 1, "m"), include_usage=False, include_report=False,
+        on_end=lambda end: None)]
+    deltas = [(c["choices"][0]["delta"], c["choices"][0]["logprobs"]) for c in chunks]
+    assert ({"tool_calls": [{**CALL, "index": 0}]}, None) in deltas
+    assert ({"content": "Hi"}, LOGPROBS) in deltas
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
