@@ -57,14 +57,15 @@ async def get_metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request's JSON body, refusing (413) anything over ``limit`` bytes before reading
-    it all, and (415) any body not declared ``application/json``: a web page can send
-    ``text/plain`` cross-origin without a CORS preflight, JSON it cannot."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/json":
-        raise APIError(415, "The request body must be JSON, sent with 'Content-Type: "
-                       f"application/json' (got {media_type[:64] or 'none'!r}).",
+async def read_body(request: Request, limit: int, media_type: str = "application/json") -> bytes:
+    """The request's body, refusing (413) anything over ``limit`` bytes before reading it all,
+    and (415) any body not declared ``media_type``: a web page can send ``text/plain``
+    cross-origin without a CORS preflight, JSON it cannot. Only the /ui sign-in form reads
+    another type (``application/x-www-form-urlencoded``)."""
+    declared_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if declared_type != media_type:
+        raise APIError(415, "The request body must be sent with 'Content-Type: "
+                       f"{media_type}' (got {declared_type[:64] or 'none'!r}).",
                        param="Content-Type", code="unsupported_media_type")
     too_large = APIError(
         413, f"Request body is larger than this server's limit of {limit} bytes.",

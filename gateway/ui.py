@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from gateway.auth import KEY_COOKIE, APIKeys, presented_key
-from gateway.errors import APIError
+from gateway.deps import read_body
 
 router = APIRouter()
 
@@ -60,7 +60,8 @@ async def script(request: Request) -> Response:
 
 @router.post("/ui/login")
 async def login(request: Request) -> Response:
-    form = parse_qs((await _form_body(request)).decode("utf-8", "replace"))
+    body = await read_body(request, 8192, media_type="application/x-www-form-urlencoded")
+    form = parse_qs(body.decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
     keys: APIKeys = request.app.state.api_keys
     if keys.keys and not keys.accepts(key):
@@ -69,15 +70,3 @@ async def login(request: Request) -> Response:
     if keys.keys:
         response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="strict", path="/")
     return response
-
-
-async def _form_body(request: Request, limit: int = 8192) -> bytes:
-    """The sign-in form's body. (``deps.read_body`` takes JSON only; this one form is the
-    page's, and signing in with a valid key is all a cross-site post of it could do.)"""
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise APIError(413, f"Request body is larger than {limit} bytes.",
-                           code="request_too_large")
-    return bytes(body)
