@@ -33,9 +33,10 @@ from ensemble.errors import InvalidParamsError
 from ensemble.fusers.base import Fuser
 from ensemble.types import SamplingParams, TextDelta
 from gateway.auth import require_api_key
+from gateway.deps import parse_body
 from gateway.errors import APIError
 from gateway.metrics import STATE_STATUS
-from gateway.ranking import PromptRequest, chat_messages, parse_body
+from gateway.ranking import PromptRequest, chat_messages
 from gateway.streaming import open_stream
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])

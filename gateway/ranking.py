@@ -37,14 +37,14 @@ import math
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from ensemble.errors import InvalidParamsError
 from ensemble.rankers.base import Ranker
 from ensemble.types import ChatMessage
 from gateway.auth import require_api_key
-from gateway.deps import read_body
-from gateway.errors import APIError, from_validation_error
+from gateway.deps import parse_body
+from gateway.errors import APIError
 from gateway.protocol import ChatCompletionMessageParam, OpenAIBaseModel
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
@@ -97,15 +97,6 @@ class CompareResponse(BaseModel):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-async def parse_body(request: Request, model: type[PromptRequest]) -> PromptRequest:
-    """The body as ``model``, size-limited; invalid bodies answer 400 in OpenAI's shape."""
-    raw = await read_body(request, request.app.state.config.server.max_body_bytes)
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
 
 
 async def _rank_body(request: Request) -> RankRequest:
@@ -214,11 +205,7 @@ class RankBatchResponse(BaseModel):
 
 
 async def _rank_batch_body(request: Request) -> RankBatchRequest:
-    raw = await read_body(request, request.app.state.config.server.max_body_bytes)
-    try:
-        body = RankBatchRequest.model_validate_json(raw)
-    except ValidationError as exc:
-        raise from_validation_error(exc) from None
+    body = await parse_body(request, RankBatchRequest)
     limit = request.app.state.config.server.max_candidates
     for index, item in enumerate(body.items):
         if len(item.candidates) > limit:
