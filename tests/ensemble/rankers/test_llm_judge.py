@@ -232,7 +232,8 @@ def qwen_server_url() -> Iterator[str]:
 
 
 def qwen_backend(url: str) -> OpenAICompatBackend:
-    return OpenAICompatBackend("qwen", OpenAIBackendConfig(base_url=url, model="qwen"))
+    return OpenAICompatBackend("qwen", OpenAIBackendConfig(base_url=url, model="qwen",
+                                                           timeout_s=SLOW_S))
 
 
 @pytest.mark.slow
@@ -271,7 +272,7 @@ async def test_real_judge_behind_v1_rank(qwen_server_url: str) -> None:
     config = parse_config({
         "server": {"api_keys_env": None},
         "backends": {"qwen": {"kind": "openai", "base_url": qwen_server_url, "model": "qwen",
-                              "expose": False}},
+                              "timeout_s": SLOW_S, "expose": False}},
         "rank_service": {"type": "llm_judge", "backend": "qwen", "timeout_s": SLOW_S},
     })
     app = create_app(config)
