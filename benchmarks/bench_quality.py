@@ -19,10 +19,10 @@ position bias cancels): 8 calls per prompt, besides the ranking's 6. With ``--ev
 pointwise`` (the default, for slow hosts) each answer gets its log P(Yes) - log P(No)
 score: the members' answers were already scored when the judge ranked the candidates, so
 this costs only the 2 fused answers. The verdict is the score difference. Either way, a
-logit > ``--tie`` is a win, < -tie a loss, else a tie. Win rate = (wins + ties / 2) / n, with a 95% bootstrap
-percentile interval over prompts (10 000 resamples, seeded). Caveat: the evaluator is the
-same 1.5B model that ranks in the LLM-judge ensemble, so that ensemble is chosen to please
-its evaluator. No stronger judge exists offline.
+logit > ``--tie`` is a win, < -tie a loss, else a tie. Win rate = (wins + ties / 2) / n,
+with a 95% Wilson score interval (a bootstrap collapses to a point at the small n a CPU host
+allows). Caveat: the evaluator is the same 1.5B model that ranks in the LLM-judge ensemble,
+so that ensemble is chosen to please its evaluator. No stronger judge exists offline.
 
 **preferences**: agreement with human labels on a seeded sample of ``--pairs`` pairs from
 HHH-alignment (all four subsets, the chosen answer shuffled into a random position) and from
@@ -258,16 +258,6 @@ def _append(path: Path, record: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- statistics
 
 
-def bootstrap_interval(values: Sequence[float], *, resamples: int = 10_000) -> tuple[float,
-                                                                                     float]:
-    """95% percentile bootstrap interval of the mean of ``values``."""
-    data = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(SEED)
-    means = data[rng.integers(0, len(data), size=(resamples, len(data)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def wilson_interval(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval for a proportion (successes may be fractional: ties as 1/2)."""
     if n == 0:
@@ -287,12 +277,12 @@ def summarize(path: Path, tie: float) -> str:
     if wins:
         lines += [(f"Win rate of the ensemble against each member ({len(wins)} AlpacaEval "
                   f"prompts; judge Qwen2.5-Coder-1.5B; tie: |logit| <= {tie}):"), "",
-                  "| ensemble ranker | vs member | wins | ties | losses | win rate | 95% CI |",
+                  "| ensemble ranker | vs member | wins | ties | losses | win rate | 95% CI (Wilson) |",
                   "|---|---|---:|---:|---:|---:|---|"]
         for key in sorted(wins[0]["verdicts"]):
             logits = [r["verdicts"][key] for r in wins if key in r["verdicts"]]
             scores = [1.0 if x > tie else 0.0 if x < -tie else 0.5 for x in logits]
-            low, high = bootstrap_interval(scores)
+            low, high = wilson_interval(sum(scores), len(scores))
             ranker, member = key.split("_vs_")
             lines.append(f"| {ranker} | {member} | {scores.count(1.0)} | {scores.count(0.5)} | "
                          f"{scores.count(0.0)} | {np.mean(scores):.2f} | "
