@@ -319,7 +319,6 @@ class MemberConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)  # sampling overrides for this member
 
 
-<<<<<<< Updated upstream
 class TaskRoutingConfig(_Strict):
     """Frontend background tasks (titles, tags, follow-ups) answered by one cheap backend.
 
@@ -336,8 +335,6 @@ class TaskRoutingConfig(_Strict):
     max_tokens: int | None = Field(None, ge=1)
 
 
-=======
->>>>>>> Stashed changes
 class ToolPolicyConfig(_Strict):
     """When an ensemble answers with a tool call (see ensemble/output_policy.py)."""
 
@@ -366,10 +363,7 @@ class EnsembleModelConfig(_Strict):
     # order) if no fused token was sent yet.
     on_deadline: Literal["error", "best_candidate"] = "error"
     tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
-<<<<<<< Updated upstream
     tasks: TaskRoutingConfig | None = None  # background tasks to one backend, not the ensemble
-=======
->>>>>>> Stashed changes
 
 
 class SingleModelConfig(_Strict):

@@ -315,7 +315,6 @@ class BlendEngine:
         found = self._ensembles.get(request.model) or self._singles.get(request.model)
         if found is None:
             raise UnknownModelError(request.model)
-<<<<<<< Updated upstream
         tasks = found.cfg.tasks if isinstance(found, _Ensemble) else None
         if isinstance(found, _Ensemble) and found.task_backend is not None and \
                 tasks is not None and is_background_task(request, tasks):
@@ -325,19 +324,13 @@ class BlendEngine:
                 tokens = min(request.params.max_tokens or cap, cap)
                 request = replace(request, params=replace(request.params, max_tokens=tokens))
             return found.task_backend, request
-=======
->>>>>>> Stashed changes
         fuser = found.cfg.fuser.type if isinstance(found, _Ensemble) else None
         if request.params.logprobs and fuser not in (None, "llm", "none"):
             # The text comes from the fuser (or its member); only an LLM or a member has them.
             raise InvalidParamsError(
                 f"logprobs are not available from `{request.model}`: its {fuser} fuser "
                 "produces text without token log-probabilities.", param="logprobs")
-<<<<<<< Updated upstream
         return found, request
-=======
-        return found
->>>>>>> Stashed changes
 
     # ------------------------------------------------------------------ ensembles
 
@@ -350,12 +343,8 @@ class BlendEngine:
         done = time.perf_counter()
         choices = [Choice(i, f.text, f.finish_reason, f.tool_calls, f.logprobs)
                    for i, f in enumerate(fused)]
-<<<<<<< Updated upstream
         fuse_usage = sum((f.usage for f in fused), Usage())
         usage = chosen.fanout.usage + fuse_usage
-=======
-        usage = sum((f.usage for f in fused), chosen.fanout.usage)
->>>>>>> Stashed changes
         timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
         report = _report(chosen, fused[0].fuser, timings, fuse_usage)
         return BlendResult(request.model, choices, usage, report)
@@ -367,31 +356,19 @@ class BlendEngine:
         deadline = _Deadline.start(ens.cfg)
         chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
-<<<<<<< Updated upstream
         fuse_usage = Usage()
-=======
-        usage = chosen.fanout.usage
->>>>>>> Stashed changes
         if chosen.call is not None or wants_json(request.params):
             # A tool call, or JSON that is checked before it is sent: one whole answer.
             fused = await _answer(ens, request, chosen, deadline)
             for choice, answer in enumerate(fused):
-<<<<<<< Updated upstream
                 fuse_usage += answer.usage
-=======
-                usage += answer.usage
->>>>>>> Stashed changes
                 yield TextDelta(answer.text, choice, answer.finish_reason,
                                 tool_calls=_indexed(answer.tool_calls), logprobs=answer.logprobs)
             done = time.perf_counter()
             timings = StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started,
                                    done - started)
-<<<<<<< Updated upstream
             yield StreamEnd(chosen.fanout.usage + fuse_usage,
                             _report(chosen, fused[0].fuser, timings, fuse_usage))
-=======
-            yield StreamEnd(usage, _report(chosen, fused[0].fuser, timings))
->>>>>>> Stashed changes
             return
         fuser = DEADLINE_FALLBACK
         sent = False
@@ -545,14 +522,9 @@ async def _answer(
     params = request.params.without_tools()
     json_mode = wants_json(params)
     if json_mode and ens.cfg.fuser.type != "llm":
-<<<<<<< Updated upstream
         kind = ens.cfg.fuser.type
         label = "none" if kind == "none" else f"none ({kind} cannot follow response_format)"
         return [replace(selected, fuser=label)] * request.n
-=======
-        return [replace(selected, fuser=f"none ({ens.cfg.fuser.type} cannot follow "
-                                        "response_format)")] * request.n
->>>>>>> Stashed changes
     try:
         async with deadline.bound("fusing"):
             fused = await _all([

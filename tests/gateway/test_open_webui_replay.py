@@ -5,12 +5,8 @@ real: chat requests carry Open WebUI's 36 built-in tools and no ``max_tokens``; 
 follow-up tasks go to the same model. Each must answer 200 with text, streamed or not.
 
 The config is gateway/configs/default.yaml with two changes to keep CPU time down: 2 samples instead
-<<<<<<< Updated upstream
 of 4, answers of at most 24 tokens (``default_max_tokens`` and ``max_tokens_limit``), and
 generous timeouts: on a busy 2-core host a blended task request took up to 90 s.
-=======
-of 4, and answers of at most 24 tokens (``default_max_tokens`` and ``max_tokens_limit``).
->>>>>>> Stashed changes
 """
 
 from __future__ import annotations
