@@ -16,30 +16,15 @@ from typing import Any
 
 import openai
 import pytest
-from pydantic import BaseModel
 
 from ensemble.config import parse_config
 from gateway.app import create_app
 from tests.gateway.conftest import running_server
+from tests.gateway.test_dropin_clients import ASK_WEATHER, WEATHER_TOOL, City
 
 pytestmark = pytest.mark.slow
 
 MODELS = ["smollm2", "blend"]
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather for a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                       "required": ["city"]},
-    },
-}
-ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-
-class City(BaseModel):
-    name: str
-    country: str
 
 
 def get_weather(city: str) -> str:
