@@ -76,6 +76,9 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     evaluate.add_argument("--agreement", type=_names, default=[],
                           help="judge agreement mode: comma-separated hhh, autoj, mt_bench_human")
     evaluate.add_argument("--limit", type=int, help="only the first N prompts / pairs")
+    evaluate.add_argument("--sample", type=int, help="a seeded random N prompts / pairs from "
+                          "the whole set (all categories); samples nest as N grows")
+    evaluate.add_argument("--seed", type=int, default=0, help="the --sample seed (default 0)")
     evaluate.add_argument("--models", type=_names, default=[], help="models to judge, comma-separated")
     evaluate.add_argument("--baseline", type=_names, default=[],
                           help="baseline model(s), comma-separated: each model is judged "
@@ -202,7 +205,8 @@ def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     options = EvalOptions(
         config=config, out=args.out,
-        prompts=args.prompts, agreement=args.agreement, limit=args.limit, models=args.models,
+        prompts=args.prompts, agreement=args.agreement, limit=args.limit, sample=args.sample,
+        seed=args.seed, models=args.models,
         baselines=args.baseline, experiment=args.experiment, judge=args.judge,
         tie_margin=args.tie_margin, max_tokens=args.max_tokens, temperature=args.temperature,
         concurrency=args.concurrency, store_url=args.store, data_dir=args.data_dir,

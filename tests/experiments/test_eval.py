@@ -189,3 +189,16 @@ async def test_failed_answers_are_counted_with_their_reason(tmp_path: Path) -> N
         assert len(answers.by_key) == 5  # the failure is not cached: a re-run retries it
     finally:
         await store.aclose()
+
+
+def test_a_sample_spans_the_set_keeps_its_order_and_nests() -> None:
+    from ensemble.experiments.evaluation.datasets import choose
+
+    items = list(range(100))
+    twenty, thirty = choose(items, sample=20, seed=7), choose(items, sample=30, seed=7)
+    assert len(twenty) == 20 and twenty == sorted(twenty)
+    assert set(twenty) < set(thirty)          # a larger run reuses a smaller one's answers
+    assert max(twenty) > 50                   # not the first 20 (one AlpacaEval category)
+    assert choose(items, sample=20, seed=8) != twenty
+    assert choose(items, sample=30, seed=7, limit=5) == thirty[:5]
+    assert choose(items, limit=3) == [0, 1, 2]

@@ -37,6 +37,8 @@ class EvalOptions:
     prompts: str | None = None
     agreement: Sequence[str] = ()
     limit: int | None = None
+    sample: int | None = None
+    seed: int = 0
     models: Sequence[str] = ()
     baselines: Sequence[str] = ()
     experiment: str | None = None
@@ -117,7 +119,8 @@ async def _run_ab(options: EvalOptions) -> dict[str, Any]:
 
     directory = datasets.data_dir(options.data_dir)
     assert options.prompts is not None
-    prompts = datasets.load_prompts(options.prompts, directory)[:options.limit]
+    prompts = datasets.choose(datasets.load_prompts(options.prompts, directory),
+                              limit=options.limit, sample=options.sample, seed=options.seed)
     models, baselines = plan_models(options)
     plan = offline.EvalPlan(
         run=Path(options.prompts).stem if options.prompts not in datasets.PROMPT_SETS
@@ -166,7 +169,8 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
         judge = PairwiseJudge(ranker, margin)
         for name in options.agreement:
             try:
-                pairs = loaders[name](directory)[:options.limit]
+                pairs = datasets.choose(loaders[name](directory), limit=options.limit,
+                                        sample=options.sample, seed=options.seed)
             except FileNotFoundError as exc:
                 missing[name] = str(exc)
                 continue

@@ -10,15 +10,18 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ensemble.errors import ConfigError
 
 PROMPT_SETS = ("alpaca_eval", "mt_bench", "vicuna_bench")
 AGREEMENT_SETS = ("hhh", "autoj", "mt_bench_human")
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,20 @@ def load_prompts(spec: str, directory: Path) -> list[Prompt]:
             raise ConfigError(f"{path}: line {i + 1} has no prompt / instruction / turns")
         prompts.append(Prompt(str(r.get("id", i)), text, str(r.get("category", "all"))))
     return prompts
+
+
+def choose(items: Sequence[Item], *, limit: int | None = None, sample: int | None = None,
+           seed: int = 0) -> list[Item]:
+    """``sample``: a seeded random ``sample`` of the items (every category has its chance; the
+    first N of AlpacaEval are all one category), kept in the set's order. The samples nest: the
+    items of ``sample=20`` are among those of ``sample=30`` with the same seed, so a larger run
+    reuses a smaller one's cached answers. Then ``limit``: the first N."""
+    chosen = list(items)
+    if sample is not None:
+        order = list(range(len(chosen)))
+        random.Random(seed).shuffle(order)
+        chosen = [chosen[i] for i in sorted(order[:sample])]
+    return chosen[:limit]
 
 
 # ----------------------------------------------------------------------------- agreement sets
