@@ -1,8 +1,9 @@
 """A pairwise verdict from any ranker: is answer B better than answer A?
 
-The ranker scores the two answers in both orders ([A, B] and [B, A]) and each answer's two
-scores are averaged, which cancels a position bias of pairwise rankers (PairRM, an LLM judge)
-and costs pointwise ones (reward models) nothing in quality. B wins when its mean score is
+A ranker whose scores already ignore the order (``scores_both_orders``: pointwise scorers, and
+PairRM and the pairwise LLM judge, which compare both orders of every pair themselves) is asked
+once. Any other is asked in both orders ([A, B] and [B, A]) and each answer's two scores are
+averaged, which cancels its position bias. B wins when its mean score is
 above A's by more than ``tie_margin``, loses when below by more, and ties otherwise: the margin
 (and rounding to 6 digits before comparing) keeps float noise from ever deciding a verdict.
 
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ensemble.experiments.events import Outcome
-from ensemble.rankers.base import Ranker
+from ensemble.rankers.base import Ranker, scores_both_orders
 from ensemble.types import ChatMessage
 
 _DIGITS = 6
@@ -48,6 +49,9 @@ class PairwiseJudge:
     async def judge(self, messages: Sequence[ChatMessage], a: str, b: str) -> Verdict:
         """Raises the ranker's ``RankerError`` when it fails."""
         forward = await self.ranker.rank(messages, [a, b])
+        if scores_both_orders(self.ranker):
+            score_a, score_b = forward.scores
+            return Verdict(decide(score_a, score_b, self.tie_margin), score_a, score_b)
         backward = await self.ranker.rank(messages, [b, a])
         score_a = (forward.scores[0] + backward.scores[1]) / 2
         score_b = (forward.scores[1] + backward.scores[0]) / 2

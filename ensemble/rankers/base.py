@@ -24,6 +24,14 @@ class Ranker(Protocol):
     async def aclose(self) -> None: ...
 
 
+def scores_both_orders(ranker: Ranker) -> bool:
+    """Whether ``ranker``'s scores do not depend on the candidates' order: pointwise scorers,
+    and pairwise ones that already judge every ordered pair (PairRM, the pairwise LLM judge).
+    A judge then needs one call for an order-free verdict instead of two. Rankers opt in with
+    the attribute ``order_invariant = True``; any other ranker is asked in both orders."""
+    return bool(getattr(ranker, "order_invariant", False))
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Both orders of one pair. ``logit_ab`` > 0: A better with A on the left."""

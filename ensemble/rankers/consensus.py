@@ -42,6 +42,7 @@ class ConsensusRanker:
     """MBR ranker; build it with ``await ConsensusRanker.load(cfg)``."""
 
     name = "consensus"
+    order_invariant = True  # each answer's mean similarity to the others
 
     def __init__(self, embedder: _Embedder, worker: BatchWorker[tuple[str, ...], tuple[float, ...]]):
         self._embedder = embedder

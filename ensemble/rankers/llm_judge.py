@@ -38,7 +38,7 @@ from typing import TypeVar
 from ensemble.backends.base import Backend
 from ensemble.config import LLMJudgeRankerConfig
 from ensemble.errors import BlendError, OverloadedError, RankerError
-from ensemble.rankers.base import Comparison, Ranker
+from ensemble.rankers.base import Comparison, Ranker, scores_both_orders
 from ensemble.rankers.ranks import competition_ranks
 from ensemble.types import ChatMessage, Completion, Ranking, SamplingParams
 
@@ -91,6 +91,9 @@ class _Judge:
         self._cfg = cfg
         self._backend = backend
         self._fallback = fallback
+        # pointwise: one answer per prompt; pairwise: both orders of every pair. A fallback
+        # that is not (``none`` ranks by position) makes the ranker order-dependent.
+        self.order_invariant = fallback is None or scores_both_orders(fallback)
         self._template = cfg.template or template
         self._system = cfg.system if cfg.system is not None else DEFAULT_SYSTEM
         self._verdicts = cfg.verdicts or verdicts

@@ -117,6 +117,8 @@ def reward_scores(rm: RewardModel, inputs: Sequence[list[int]]) -> np.ndarray:
 class RewardModelRanker:
     """Pointwise reward model behind the ``Ranker`` protocol."""
 
+    order_invariant = True
+
     def __init__(self, cfg: RewardModelRankerConfig, rm: RewardModel,
                  worker: BatchWorker[Job, np.ndarray]) -> None:
         self.name = f"reward_model:{public_name(cfg.checkpoint)}"

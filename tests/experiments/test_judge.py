@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from ensemble.config import ConsensusRankerConfig, PairRMRankerConfig
 from ensemble.experiments.judge import PairwiseJudge, decide
+from ensemble.rankers.base import scores_both_orders
 from ensemble.rankers.factory import build_ranker
-from ensemble.types import ChatMessage
+from ensemble.types import ChatMessage, Ranking
 from tests.pairrm.conftest import tiny_checkpoints, tiny_pairrm_hf_dir  # noqa: F401 - fixtures
 
 PROMPT = [ChatMessage("user", "How do I boil an egg?")]
@@ -94,3 +96,49 @@ async def test_llm_judge_over_a_real_llama_cpp_server(qwen_judge_url: str) -> No
     finally:
         await ranker.aclose()
         await backend.aclose()
+
+
+class _CountingRanker:
+    """Scores by length; counts its calls. ``order_invariant`` as given."""
+
+    name = "counting"
+
+    def __init__(self, order_invariant: bool) -> None:
+        self.order_invariant = order_invariant
+        self.calls = 0
+
+    async def rank(self, messages: object, candidates: list[str]) -> Ranking:
+        self.calls += 1
+        scores = tuple(float(len(c)) for c in candidates)
+        return Ranking(scores=scores, ranks=tuple(1 + sum(t > s for t in scores) for s in scores))
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(("invariant", "calls"), [(True, 1), (False, 2)])
+async def test_an_order_invariant_ranker_is_asked_once(invariant: bool, calls: int) -> None:
+    ranker = _CountingRanker(invariant)
+    verdict = await PairwiseJudge(ranker, tie_margin=0.0).judge(PROMPT, B, A)
+    assert (verdict.outcome, verdict.score_a, verdict.score_b) == ("win", len(B), len(A))
+    assert ranker.calls == calls
+
+
+def test_which_rankers_score_both_orders(tmp_path: Path) -> None:
+    from ensemble.config import LLMJudgeRankerConfig
+    from ensemble.rankers.consensus import ConsensusRanker
+    from ensemble.rankers.llm_judge import build_llm_judge
+    from ensemble.rankers.pairrm.ranker import PairRMRanker
+    from ensemble.rankers.passthrough import PassthroughRanker
+    from ensemble.rankers.reward_model import RewardModelRanker
+
+    assert all(scores_both_orders(cls) for cls in  # type: ignore[arg-type]
+               (ConsensusRanker, PairRMRanker, RewardModelRanker))
+    assert not scores_both_orders(PassthroughRanker())
+    backend = SimpleNamespace(name="judge")  # never called: only the constructor runs
+    for mode in ("pointwise", "pairwise"):
+        cfg = LLMJudgeRankerConfig(backend="judge", mode=mode)
+        assert scores_both_orders(build_llm_judge(cfg, backend))  # type: ignore[arg-type]
+        # ranking by position on failure would make a one-call verdict positional
+        positional = build_llm_judge(cfg, backend, PassthroughRanker())  # type: ignore[arg-type]
+        assert not scores_both_orders(positional)

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 class PairRMRanker:
     """Batched PairRM behind the ``Ranker`` protocol, plus :meth:`compare` and :meth:`rank_source`."""
 
+    order_invariant = True  # every ordered pair (i, j), i != j, is compared
+
     def __init__(
         self, cfg: PairRMRankerConfig, pairrm: PairRM,
         worker: BatchWorker[tuple[Triple, ...], np.ndarray],
