@@ -171,7 +171,10 @@ async def run_winrate(engine: BlendEngine, args: argparse.Namespace, out: Path) 
         assert isinstance(evaluator, PairwiseJudge)
     judge_ranker = await engine.ranker(judge("pointwise"))
     params = SamplingParams(max_tokens=args.max_tokens)
-    for index, instruction in alpaca_prompts(args.prompts):
+    shard, shards = (int(part) for part in args.shard.split("/"))
+    for position, (index, instruction) in enumerate(alpaca_prompts(args.prompts)):
+        if position % shards != shard:
+            continue
         messages = [ChatMessage("user", instruction)]
         started = time.perf_counter()
         try:
@@ -331,6 +334,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rankers", default="consensus,llm_judge_1.5b_pointwise,"
                                              "llm_judge_1.5b_pairwise")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--shard", default="0/1", help="K/N: only every N-th prompt from the "
+                        "K-th, so N processes (own --out each) share the cores")
     parser.add_argument("--judge-threads", type=int, default=1)
     parser.add_argument("--tie", type=float, default=0.05)
     parser.add_argument("--evaluator", choices=["pointwise", "pairwise"], default="pointwise",
