@@ -204,5 +204,8 @@ def from_validation_error(exc: ValidationError) -> APIError:
                         code="missing_required_parameter")
     more = exc.error_count() - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    message = f"Invalid value for '{param}': {error['msg']}.{suffix}" if param else error["msg"]
+    text = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        text = str(error["ctx"]["error"])  # our validator's own words, without "Value error, "
+    message = f"Invalid value for '{param}': {text}.{suffix}" if param else text + suffix
     return APIError(400, message, param=param, code="invalid_value")

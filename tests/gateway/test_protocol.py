@@ -251,3 +251,12 @@ async def test_tool_call_and_logprob_deltas_in_chunks() -> None:
     assert ({"tool_calls": [{**CALL, "index": 0}]}, None) in deltas
     assert ({"content": "Hi"}, LOGPROBS) in deltas
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_a_validators_own_words_reach_the_client_without_pydantics_prefix() -> None:
+    from gateway.experiments import FeedbackRequest
+
+    with pytest.raises(ValidationError) as info:
+        FeedbackRequest.model_validate({"id": "chatcmpl-1", "rating": 3, "thumbs": "up"})
+    message = from_validation_error(info.value).info.message
+    assert message.startswith("send exactly one of `rating`") and "Value error" not in message
