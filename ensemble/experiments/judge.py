@@ -49,10 +49,9 @@ class PairwiseJudge:
     async def judge(self, messages: Sequence[ChatMessage], a: str, b: str) -> Verdict:
         """Raises the ranker's ``RankerError`` when it fails."""
         forward = await self.ranker.rank(messages, [a, b])
-        if scores_both_orders(self.ranker):
-            score_a, score_b = forward.scores
-            return Verdict(decide(score_a, score_b, self.tie_margin), score_a, score_b)
-        backward = await self.ranker.rank(messages, [b, a])
-        score_a = (forward.scores[0] + backward.scores[1]) / 2
-        score_b = (forward.scores[1] + backward.scores[0]) / 2
+        score_a, score_b = forward.scores
+        if not scores_both_orders(self.ranker):
+            backward = await self.ranker.rank(messages, [b, a])
+            score_a = (score_a + backward.scores[1]) / 2
+            score_b = (score_b + backward.scores[0]) / 2
         return Verdict(decide(score_a, score_b, self.tie_margin), score_a, score_b)
