@@ -165,6 +165,29 @@ def tiny_hf_cache(tiny_checkpoints: dict[str, Path]) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="session")
+def lively_pairrm_dir(tiny_checkpoints: dict[str, Path]) -> Path:
+    """The -hf checkpoint with encoder matrices redrawn at std 0.3 (instead of 0.02).
+
+    At the default init every hidden state at a prompt token is almost its own embedding, so
+    all candidates score alike (score gaps ~1e-4) and no ranking question can be asked of it.
+    With livelier attention the prompt tokens see the text: logits of a few units and score
+    gaps of about 1, which low-precision arithmetic must not reorder (tests/pairrm/test_cuda.py).
+    """
+    directory = tiny_checkpoints["root"] / "PairRM-hf-lively"
+    if not directory.exists():
+        shutil.copytree(tiny_checkpoints["hf"], directory)
+        from safetensors.torch import load_file
+
+        state = load_file(str(directory / "model.safetensors"))
+        generator = torch.Generator().manual_seed(7)
+        for name, value in state.items():
+            if value.ndim == 2 and not name.startswith("head_layer"):
+                state[name] = (0.3 * torch.randn(value.shape, generator=generator)).contiguous()
+        save_file(state, str(directory / "model.safetensors"))
+    return directory
+
+
+@pytest.fixture(scope="session")
 def tiny_pairrm(tiny_pairrm_hf_dir: Path):  # -> PairRM
     from ensemble.rankers.pairrm import load_pairrm
 
