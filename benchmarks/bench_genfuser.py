@@ -153,6 +153,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
+
+
 async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
     requests = load_requests(args.data)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -177,8 +187,13 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
         run_original(loaded, requests[:1], args.new_tokens, args.num_beams)  # warm-up
         for concurrency in args.concurrency:
             batch = requests[:concurrency]
-            for record in (run_original(loaded, batch, args.new_tokens, args.num_beams),
-                           await run_batched(fuser, batch, args.new_tokens)):
+            _reset_peak(device)
+            original = run_original(loaded, batch, args.new_tokens, args.num_beams)
+            original["peak_gpu_mib"] = _peak_mib(device)
+            _reset_peak(device)
+            batched = await run_batched(fuser, batch, args.new_tokens)
+            batched["peak_gpu_mib"] = _peak_mib(device)
+            for record in (original, batched):
                 record.update(machine)
                 records.append(record)
                 print(f"C={concurrency:<3} {record['schedule']:<9} "
@@ -186,6 +201,8 @@ async def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                       f"latency mean {record['latency_mean_s']:7.2f}s "
                       f"p50 {record['latency_p50_s']:7.2f}s max {record['latency_max_s']:7.2f}s"
                       f"  {record['tokens_per_s']:8.1f} tok/s", flush=True)
+            if args.json is not None:  # after every C: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(records, indent=2))
     finally:
         await fuser.aclose()
     return records

@@ -27,13 +27,26 @@ eager attention, as LLM-Blender does):
 - ``sdpa+compile``: the same under ``torch.compile(dynamic=True)`` (compiled in the warm-up);
 - ``disentangled-flash``: PyPI ``disentangled-flash`` (``optimize_deberta(inference=False)``,
   any row length: backend "auto", i.e. its Triton kernels, on CUDA; its "torch" path elsewhere),
-  if installed.
-  (``flashdeberta`` imports Triton at import time and runs on CUDA only; add it on a GPU host.)
+  if installed;
+- ``flashdeberta``: PyPI ``flashdeberta`` (Triton flash attention with the c2p/p2c terms): every
+  layer's self-attention becomes its ``FlashDisentangledSelfAttention`` with the same weights;
+  CUDA only (it imports Triton), if installed.
 
-Each variant's logits are compared with the original's (max |difference|) and its per-prompt
-ranks must be identical. Achieved encoder TFLOP/s counts the matmul work of the padded tokens fed
-(projections, FFN, attention, c2p/p2c); ``--peak-tflops`` (default: 989 for an H100's dense
-bf16/fp16 peak, else none) turns it into a percentage.
+A variant that is not installed is skipped; one that fails to build or run is reported with its
+error and the others go on (one GPU session has no time for a rerun).
+
+Each variant's logits are compared with the original's (max |difference|, and the largest
+|logit| for scale) and so are its per-prompt ranks (how many prompts rank identically). At the
+default init a random PairRM scores every candidate alike (near-ties that any rounding reorders),
+so ``--init-std`` (e.g. 0.1) redraws the encoder matrices for rank checks that mean something;
+the timings do not depend on it. Achieved encoder TFLOP/s counts the matmul work of the padded
+tokens fed (projections, FFN, attention, c2p/p2c); ``--peak-tflops`` turns it into a percentage
+(default on H100/H200: 790, the dense bf16 rate an 8192-cube matrix product reached on this
+workplace's H200; the datasheet says 989).
+
+``--profile DIR`` runs one pooled pass of the last n under ``torch.profiler`` per dtype and
+variant and writes the kernel table and a summary (GPU busy fraction, share of time in GEMMs and
+attention kernels), which says whether the encoder is bound by its kernels or by launches.
 
 Prints one line per (dtype, n, schedule) and the pooled/original speed-up; ``--json`` writes
 them. Memory: peak CUDA allocation, or the process's peak RSS during the run on CPU. ``cpu_seconds`` (process
@@ -48,6 +61,7 @@ import functools
 import gzip
 import json
 import platform
+import re
 import resource
 import tempfile
 import time
@@ -105,7 +119,8 @@ def build_tokenizer(texts: Sequence[str], directory: Path):
 
 
 def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch: int,
-                 layers: int | None = None, batch_tokens: int | None = None) -> PairRM:
+                 layers: int | None = None, batch_tokens: int | None = None,
+                 init_std: float | None = None) -> PairRM:
     size = ({"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
              "intermediate_size": 1024} if small else
             {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
@@ -121,12 +136,20 @@ def build_pairrm(tokenizer, small: bool, device: str, dtype: torch.dtype, batch:
     torch.manual_seed(0)
     mask = tokenizer.mask_token_id
     model = PairRMModel(config, PrefixIds.after_mask(mask), attention="eager")
+    if init_std is not None:  # content-dependent scores: see the module docstring
+        with torch.no_grad():
+            for name, weight in model.pretrained_model.named_parameters():
+                if weight.ndim == 2:
+                    weight.normal_(0.0, init_std)
     model = model.to(device=device, dtype=dtype).eval()
     return PairRM(model=model, tokenizer=tokenizer, max_batch_pairs=batch,
                   max_batch_tokens=batch_tokens)
 
 
-VARIANTS = ("eager", "sdpa", "sdpa+compile", "disentangled-flash")
+VARIANTS = ("eager", "sdpa", "sdpa+compile", "disentangled-flash", "flashdeberta")
+# Dense bf16 rate reached by an 8192^3 matmul on this workplace's H200 (device/KINDS.md); the
+# datasheet peak of both H100 and H200 SXM is 989.
+HOPPER_MEASURED_TFLOPS = 790.0
 
 
 def build_variant(base: PairRM, name: str) -> tuple[PairRM, str] | None:
@@ -147,6 +170,17 @@ def build_variant(base: PairRM, name: str) -> tuple[PairRM, str] | None:
         optimize_deberta(model.pretrained_model, backend="auto" if on_cuda else "torch",
                          inference=False)
         label = f"{name}({getattr(model.pretrained_model.encoder, 'backend', 'unchanged')})"
+    elif name == "flashdeberta":
+        try:
+            from flashdeberta.model import FlashDisentangledSelfAttention
+        except ImportError:
+            return None
+        for layer in model.pretrained_model.encoder.layer:
+            old = layer.attention.self
+            new = FlashDisentangledSelfAttention(model.pretrained_model.config)
+            new.load_state_dict(old.state_dict())
+            layer.attention.self = new.to(device=next(old.parameters()).device,
+                                           dtype=next(old.parameters()).dtype)
     elif name != "eager":
         raise ValueError(f"unknown variant {name!r}; choose from {VARIANTS}")
     return PairRM(model=model.eval(), tokenizer=base.tokenizer,
@@ -182,8 +216,9 @@ def pooled_widths(pairrm: PairRM, lengths: Sequence[int], max_batch_pairs: int) 
     return [lengths[chunk[0]] for chunk in batches for _ in chunk]
 
 
-def same_ranks(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> bool:
-    return all(np.array_equal(ranks_from_scores(scores_from_matrix(x)),
+def same_rank_count(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:
+    """How many prompts rank their candidates identically under both sets of matrices."""
+    return sum(np.array_equal(ranks_from_scores(scores_from_matrix(x)),
                               ranks_from_scores(scores_from_matrix(y))) for x, y in zip(a, b))
 
 
@@ -240,6 +275,42 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # lifetime peak, KiB
 
 
+GEMM_KERNELS = ("gemm", "sm90_xmma", "cutlass", "matmul", "addmm", "mm_")
+ATTENTION_KERNELS = ("flash", "fmha", "attention", "softmax", "_attn", "sdpa")
+
+
+def profile_once(fn, device: str, path: Path) -> dict[str, object]:
+    """Run ``fn`` under torch.profiler; write the kernel table to ``path``; return a summary."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        fn()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    wall_us = (time.perf_counter() - start) * 1e6
+    events = prof.key_averages()
+    sort_key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    path.write_text(events.table(sort_by=sort_key, row_limit=30), encoding="utf-8")
+    if not device.startswith("cuda"):
+        return {"profile": str(path)}
+    kernels = [e for e in events if getattr(e, "device_type", None) is not None
+               and str(e.device_type).endswith("CUDA") and e.self_device_time_total > 0]
+    busy = sum(e.self_device_time_total for e in kernels)
+
+    def share(words: Sequence[str]) -> float:
+        part = sum(e.self_device_time_total for e in kernels
+                   if any(w in e.key.lower() for w in words))
+        return round(part / busy, 3) if busy else 0.0
+
+    return {"profile": str(path), "gpu_busy_fraction": round(busy / wall_us, 3),
+            "gemm_share": share(GEMM_KERNELS), "attention_share": share(ATTENTION_KERNELS),
+            "kernel_launches": int(sum(e.count for e in kernels))}
+
+
 def measure(fn, device: str) -> tuple[float, float, float, object]:
     """(wall seconds, process CPU seconds, peak memory MiB, result) of ``fn()``."""
     if device.startswith("cuda"):
@@ -281,7 +352,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["eager", "sdpa"], choices=VARIANTS,
                         help="encoder variants of the pooled schedule")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's dense peak for the dtype (default: 989 on an H100)")
+                        help="the device's dense rate for the dtype (default: 790 on H100/H200)")
+    parser.add_argument("--init-std", type=float, default=None,
+                        help="redraw encoder matrices at this std (content-dependent ranks)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="directory for one profiled pooled pass per dtype and variant")
     parser.add_argument("--count-only", action="store_true",
                         help="only count real vs padded tokens per schedule (no forward passes)")
     args = parser.parse_args()
@@ -304,15 +379,21 @@ def main() -> None:
           f"{len(items_all)} prompts; limits {args.source_max_length}/{args.candidate_max_length}; "
           f"torch {torch.__version__}")
     peak = args.peak_tflops
-    if peak is None and args.device.startswith("cuda") and "H100" in machine:
-        peak = 989.0  # H100 SXM dense bf16/fp16 tensor-core peak
+    if peak is None and args.device.startswith("cuda") and ("H100" in machine or "H200" in machine):
+        peak = HOPPER_MEASURED_TFLOPS
     records: list[dict[str, object]] = []
     for dtype_name in dtypes:
         pairrm = build_pairrm(tokenizer, args.small, args.device, DTYPES[dtype_name],
-                              args.max_batch_pairs, args.layers, args.max_batch_tokens or None)
+                              args.max_batch_pairs, args.layers, args.max_batch_tokens or None,
+                              args.init_std)
         variants = {}
         for name in args.variants:
-            built = build_variant(pairrm, name)
+            try:
+                built = build_variant(pairrm, name)
+            except Exception as exc:  # noqa: BLE001 - report it and bench the others
+                print(f"  variant {name}: failed to build: {exc!r}")
+                records.append({"dtype": dtype_name, "variant": name, "error": repr(exc)})
+                continue
             if built is None:
                 print(f"  variant {name}: not installed, skipped")
             else:
@@ -338,14 +419,29 @@ def main() -> None:
                 runs[label] = functools.partial(
                     full_matrices, variant, [q for q, _ in items], [a for _, a in items], **limits)
             if n == args.n[0]:  # warm-up: kernels, allocator, and compiling the compiled variant
-                for label, fn in runs.items():
+                for label, fn in list(runs.items()):
                     if label != "original":
                         warm_start = time.perf_counter()
-                        fn()
+                        try:
+                            fn()
+                        except Exception as exc:  # noqa: BLE001 - drop it, bench the others
+                            print(f"  warm-up {label}: failed: {exc!r}")
+                            records.append({"dtype": dtype_name, "variant": label,
+                                            "error": repr(exc)})
+                            del runs[label], variants[label]
+                            continue
                         print(f"  warm-up {label}: {time.perf_counter() - warm_start:.1f} s")
             results = {}
             for label, fn in runs.items():
-                seconds, cpu_seconds, memory, result = measure(fn, args.device)
+                try:
+                    seconds, cpu_seconds, memory, result = measure(fn, args.device)
+                except Exception as exc:  # noqa: BLE001 - e.g. out of memory in one variant
+                    print(f"  {dtype_name} n={n} {label}: failed: {exc!r}")
+                    records.append({"dtype": dtype_name, "n": n, "schedule": label,
+                                    "error": repr(exc)})
+                    if label == "original":
+                        break
+                    continue
                 results[label] = (seconds, cpu_seconds, result)
                 record: dict[str, object] = {
                     "dtype": dtype_name, "n": n, "schedule": label, "pairs": pairs,
@@ -360,17 +456,37 @@ def main() -> None:
                         record["percent_of_peak"] = round(100 * tflops / peak, 1)
                 records.append(record)
                 print(json.dumps(record))
+            if "original" not in results:
+                continue
             original_seconds, original_cpu, original_result = results.pop("original")
+            scale = max(float(np.abs(m).max()) for m in original_result)
             for label, (seconds, cpu_seconds, result) in results.items():
                 diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result))
+                same = same_rank_count(original_result, result)
                 summary = {"dtype": dtype_name, "n": n, "variant": label,
                            "speedup": round(original_seconds / seconds, 2),
                            "cpu_speedup": round(original_cpu / cpu_seconds, 2),
-                           "max_abs_diff": diff, "same_ranks": same_ranks(original_result, result)}
+                           "max_abs_diff": diff, "max_abs_logit": scale,
+                           "prompts_same_ranks": same, "prompts": len(items),
+                           "same_ranks": same == len(items)}
                 print(f"  {dtype_name} n={n} {label}: x{summary['speedup']:.2f} wall, "
                       f"x{summary['cpu_speedup']:.2f} CPU time vs original; max |logit "
-                      f"difference| {diff:.2e}; ranks identical: {summary['same_ranks']}")
+                      f"difference| {diff:.2e} (largest |logit| {scale:.2e}); prompts ranked "
+                      f"identically: {same}/{len(items)}")
                 records.append(summary)
+            if args.profile is not None and n == args.n[-1]:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                for label in results:
+                    path = args.profile / re.sub(r"[^A-Za-z0-9._-]+", "-", f"pairrm-{dtype_name}-{label}.txt")
+                    try:
+                        found = profile_once(runs[label], args.device, path)
+                    except Exception as exc:  # noqa: BLE001 - the timings above still stand
+                        found = {"error": repr(exc)}
+                    found.update({"dtype": dtype_name, "n": n, "profiled": label})
+                    print(json.dumps(found))
+                    records.append(found)
+            if args.json is not None:  # after every n: a run cut short keeps what it measured
+                args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
     if args.json is not None:
         args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
 
