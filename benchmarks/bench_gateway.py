@@ -70,10 +70,13 @@ class Server:
 
 
 def start(name: str, argv: list[str], port: int, health: str, *, timeout_s: float,
-          env: dict[str, str] | None = None) -> Server:
-    """Start ``argv`` in its own session, wait until ``GET health`` answers 200."""
-    OUT.joinpath("logs").mkdir(parents=True, exist_ok=True)
-    log = OUT / "logs" / f"{name}.log"
+          env: dict[str, str] | None = None, log_dir: Path | None = None) -> Server:
+    """Start ``argv`` in its own session, wait until ``GET health`` answers 200.
+
+    Its output goes to ``<log_dir>/<name>.log`` (default ``benchmarks/out/logs``)."""
+    log_dir = log_dir or OUT / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
@@ -92,12 +95,12 @@ def start(name: str, argv: list[str], port: int, health: str, *, timeout_s: floa
     raise RuntimeError(f"{name} not healthy after {timeout_s:.0f}s; see {log}")
 
 
-def stop(server: Server) -> None:
-    """Terminate the process group this script started for ``server``."""
+def stop(server: Server, interrupt: signal.Signals = signal.SIGTERM, grace_s: float = 15) -> None:
+    """Signal the process group this script started for ``server``; SIGKILL after ``grace_s``."""
     if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
+        os.killpg(server.process.pid, interrupt)
         try:
-            server.process.wait(timeout=15)
+            server.process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(server.process.pid, signal.SIGKILL)
             server.process.wait()

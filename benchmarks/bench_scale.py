@@ -46,7 +46,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-from bench_gateway import cpu_seconds, quantile
+from bench_gateway import cpu_seconds, quantile, start, stop
 
 from tests.pairrm.conftest import build_tiny_checkpoints
 
@@ -81,36 +81,6 @@ def config(checkpoint: Path, upstream: str, ranker_replicas: int) -> dict[str, A
                 "ranker": {"num_replicas": ranker_replicas, "num_cpus": 0,
                            "max_batch_size": 16, "batch_wait_ms": 2}},
     }
-
-
-def start(argv: list[str], url: str, log: Path, timeout_s: float) -> subprocess.Popen[bytes]:
-    with log.open("wb") as sink:
-        process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{argv} exited with {process.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    stop(process)
-    raise RuntimeError(f"{argv} not healthy after {timeout_s:.0f}s; see {log}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGINT first (Ray shuts its local cluster down on the way out), SIGKILL if stuck."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 async def load(url: str, endpoint: str, concurrency: int, total: int) -> tuple[list[float], int,
@@ -204,12 +174,13 @@ def main() -> None:
                     argv += ["--engine", "ray"]
                 url = f"http://127.0.0.1:{args.port}"
                 started = time.perf_counter()
-                process = start(argv, url, work / f"{mode}.log", timeout_s=300)
+                server = start(mode, argv, args.port, "/health", timeout_s=300, log_dir=work)
                 print(f"{mode}: healthy after {time.perf_counter() - started:.1f} s", flush=True)
                 try:
-                    rows += measure(mode, url, process.pid, args)
+                    rows += measure(mode, url, server.process.pid, args)
                 finally:
-                    stop(process)
+                    # SIGINT: Ray shuts its local cluster down on the way out; it may take a while.
+                    stop(server, signal.SIGINT, grace_s=60)
         finally:
             upstream.terminate()
             upstream.wait(timeout=10)
