@@ -370,6 +370,9 @@ class SingleModelConfig(_Strict):
     type: Literal["single"] = "single"
     id: str
     backend: str
+    # Bounds the whole request, every streamed token included: 504 `deadline_exceeded`, or
+    # mid-stream one error event. None: only the backend's timeout_s, per read.
+    deadline_s: float | None = Field(None, gt=0)
 
 
 ModelConfig = Annotated[EnsembleModelConfig | SingleModelConfig, Field(discriminator="type")]

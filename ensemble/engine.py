@@ -153,9 +153,11 @@ class BlendEngine:
         service_fuser: Fuser | None = None,
         fusers: SharedByConfig[FuserConfig, Fuser],
         owned_backends: Sequence[Backend],
+        single_deadlines: Mapping[str, float] | None = None,
     ) -> None:
         self._ensembles = dict(ensembles)
         self._singles = dict(singles)
+        self._single_deadlines = dict(single_deadlines or {})  # model id -> deadline_s
         self._service_ranker = service_ranker
         self._service_fuser = service_fuser
         self._rankers = rankers
@@ -200,9 +202,12 @@ class BlendEngine:
             rankers.bind_backends(backends)  # an llm_judge ranker calls one of them
             ensembles: dict[str, _Ensemble] = {}
             singles: dict[str, Backend] = {}
+            single_deadlines: dict[str, float] = {}
             for model in config.models:
                 if isinstance(model, SingleModelConfig):
                     singles[model.id] = backends[model.backend]
+                    if model.deadline_s is not None:
+                        single_deadlines[model.id] = model.deadline_s
                     continue
                 fuser = await _logged(f"fuser {model.fuser.type} of {model.id}",
                                       fusers.get(model.fuser))
@@ -239,7 +244,7 @@ class BlendEngine:
             raise
         return cls(ensembles=ensembles, singles=singles, service_ranker=service,
                    rankers=rankers, service_fuser=service_fuser, fusers=fusers,
-                   owned_backends=owned)
+                   owned_backends=owned, single_deadlines=single_deadlines)
 
     def models(self) -> list[ServedModel]:
         served = [
@@ -282,7 +287,12 @@ class BlendEngine:
         target, request = self._lookup(request)
         if isinstance(target, _Ensemble):
             return await self._complete_ensemble(target, request)
-        completions = await target.complete(request.messages, request.params, request.n)
+        deadline = self._single_deadline(request.model)
+        if deadline is None:
+            completions = await target.complete(request.messages, request.params, request.n)
+        else:
+            async with deadline.bound("waiting for the backend"):
+                completions = await target.complete(request.messages, request.params, request.n)
         usage = sum((c.usage for c in completions if c.usage is not None), Usage())
         choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal)
                    for i, c in enumerate(completions)]
@@ -302,11 +312,24 @@ class BlendEngine:
                     yield event
             return
         usage = Usage()
+        deadline = self._single_deadline(request.model)
         async with closing(target.stream(request.messages, request.params, request.n)) as deltas:
-            async for delta in deltas:
+            while True:
+                if deadline is None:
+                    delta = await anext(deltas, None)
+                else:  # each wait on its own, never across the yield (see _Deadline)
+                    async with deadline.bound("streaming from the backend"):
+                        delta = await anext(deltas, None)
+                if delta is None:
+                    break
                 usage += delta.usage or Usage()
                 yield delta
         yield StreamEnd(usage, None)
+
+    def _single_deadline(self, model: str) -> _Deadline | None:
+        """A pass-through model's ``deadline_s``, started now; None when it has none."""
+        seconds = self._single_deadlines.get(model)
+        return None if seconds is None else _Deadline.after(seconds)
 
     def _lookup(self, request: BlendRequest) -> tuple[_Ensemble | Backend, BlendRequest]:
         """What serves ``request``, and the request as it is served (a task's may be capped)."""
@@ -433,7 +456,8 @@ TOOL_CALL_ANSWER = "none (tool call)"  # BlendReport.fuser when a member's tool 
 
 @dataclass(frozen=True)
 class _Deadline:
-    """One ensemble request's ``deadline_s``, shared by fan-out, ranking and fusing.
+    """One request's ``deadline_s``: an ensemble's, shared by fan-out, ranking and fusing, or a
+    pass-through model's.
 
     ``bound(stage)`` runs a block under it and turns its expiry into ``DeadlineExceeded``.
     Each await is bounded on its own (never a scope spanning a ``yield``, which would cancel
@@ -446,8 +470,11 @@ class _Deadline:
 
     @classmethod
     def start(cls, cfg: EnsembleModelConfig) -> _Deadline:
-        now = asyncio.get_running_loop().time()
-        return cls(now + cfg.deadline_s, cfg.deadline_s, cfg.on_deadline == "best_candidate")
+        return cls.after(cfg.deadline_s, fallback=cfg.on_deadline == "best_candidate")
+
+    @classmethod
+    def after(cls, seconds: float, *, fallback: bool = False) -> _Deadline:
+        return cls(asyncio.get_running_loop().time() + seconds, seconds, fallback)
 
     def left_s(self) -> float:
         return max(0.0, self.at - asyncio.get_running_loop().time())
