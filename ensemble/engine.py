@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -287,12 +287,8 @@ class BlendEngine:
         target, request = self._lookup(request)
         if isinstance(target, _Ensemble):
             return await self._complete_ensemble(target, request)
-        deadline = self._single_deadline(request.model)
-        if deadline is None:
+        async with _within(self._single_deadline(request.model), "waiting for the backend"):
             completions = await target.complete(request.messages, request.params, request.n)
-        else:
-            async with deadline.bound("waiting for the backend"):
-                completions = await target.complete(request.messages, request.params, request.n)
         usage = sum((c.usage for c in completions if c.usage is not None), Usage())
         choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal)
                    for i, c in enumerate(completions)]
@@ -315,11 +311,9 @@ class BlendEngine:
         deadline = self._single_deadline(request.model)
         async with closing(target.stream(request.messages, request.params, request.n)) as deltas:
             while True:
-                if deadline is None:
+                # each wait on its own, never across the yield (see _Deadline)
+                async with _within(deadline, "streaming from the backend"):
                     delta = await anext(deltas, None)
-                else:  # each wait on its own, never across the yield (see _Deadline)
-                    async with deadline.bound("streaming from the backend"):
-                        delta = await anext(deltas, None)
                 if delta is None:
                     break
                 usage += delta.usage or Usage()
@@ -490,6 +484,11 @@ class _Deadline:
             raise DeadlineExceeded(f"deadline of {self.seconds:g}s passed while {stage}") from exc
 
 
+def _within(deadline: _Deadline | None, stage: str) -> AbstractAsyncContextManager[None]:
+    """``deadline.bound(stage)``; no bound at all without a deadline."""
+    return nullcontext() if deadline is None else deadline.bound(stage)
+
+
 # ---------------------------------------------------------------------- helpers
 
 
@@ -628,11 +627,8 @@ async def _merge(
     try:
         running = len(tasks)
         while running:
-            if deadline is None:
+            async with _within(deadline, "fusing"):
                 item = await queue.get()
-            else:
-                async with deadline.bound("fusing"):
-                    item = await queue.get()
             if isinstance(item, BaseException):
                 raise item
             choice, delta = item

@@ -98,7 +98,7 @@ def test_half_precision_keeps_the_fp32_ranks(
     scale = float(np.abs(device_fp32).max())
     assert np.abs(low - device_fp32).max() <= TOLERANCE[dtype] * scale
 
-    reference, scores = _scores(device_fp32), _scores(low)
+    reference, scores = scores_from_matrix(device_fp32), scores_from_matrix(low)
     decisive = kept = 0
     for item in range(len(alpaca_items)):
         for a, b in itertools.combinations(range(N_CANDIDATES), 2):
@@ -112,10 +112,6 @@ def test_half_precision_keeps_the_fp32_ranks(
     # Whole rankings: every item without a near-tie ranks exactly as in fp32.
     clear = [i for i in range(len(alpaca_items)) if _min_gap(reference[i]) > MARGIN[dtype]]
     assert np.array_equal(_ranks(low)[clear], _ranks(device_fp32)[clear])
-
-
-def _scores(matrices: np.ndarray) -> np.ndarray:
-    return scores_from_matrix(matrices)
 
 
 def _ranks(matrices: np.ndarray) -> np.ndarray:
