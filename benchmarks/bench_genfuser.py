@@ -47,7 +47,7 @@ from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser import GenFuser
-from ensemble.fusers.genfuser.api import FuserSettings, fuse_batch
+from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser_tokenizer
 from ensemble.types import ChatMessage, SamplingParams
 

@@ -81,7 +81,7 @@ __all__ = [
 
 # Public names whose modules import torch: loaded on first attribute access, so that
 # ``import ensemble`` stays light (no torch, no transformers).
-_LAZY = {"Blender": "ensemble.blender"}
+_LAZY = {"Blender": "ensemble.compat.blender"}
 
 
 def __getattr__(name: str) -> object:

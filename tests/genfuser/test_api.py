@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.fusers.genfuser.api import FusionMixin
+from ensemble.compat.fusion import FusionMixin
 from ensemble.fusers.genfuser.prompt import format_input
 from ensemble.fusers.topk import get_topk_candidates_from_ranks
 

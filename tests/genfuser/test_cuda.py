@@ -14,7 +14,7 @@ import torch
 
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser import GenFuser
-from ensemble.fusers.genfuser.api import FuserSettings, fuse_batch
+from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.fusers.genfuser.model import load_fuser
 from ensemble.fusers.genfuser.prompt import encode_input
 from ensemble.types import ChatMessage, SamplingParams, TextDelta

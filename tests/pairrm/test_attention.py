@@ -12,7 +12,7 @@ import torch
 from transformers import DebertaV2Config, DebertaV2Model
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention
 
-from ensemble.blender import Blender
+from ensemble.compat.blender import Blender
 from ensemble.config import parse_config
 from ensemble.errors import ConfigError
 from ensemble.rankers.pairrm import load_pairrm, pair_logits

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import ensemble
-from ensemble.blender import Blender, conversation_texts, pick_references
+from ensemble.compat.blender import Blender, conversation_texts, pick_references
 from ensemble.rankers.pairrm import PairRM, pair_logits
 from ensemble.rankers.pairrm.inputs import CONVERSATION_INSTRUCTION
 

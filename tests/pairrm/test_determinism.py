@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from ensemble.blender import Blender
+from ensemble.compat.blender import Blender
 from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.pairrm import PairRM, PairRMRanker, bubble_select, pair_logits
 from ensemble.rankers.pairrm.scoring import full_matrices, ranks_from_scores, scores_from_matrix

@@ -4,7 +4,7 @@
 - :mod:`.model`: checkpoint lookup and loading;
 - :mod:`.generate`: batched generation with per-row streaming and stop;
 - :mod:`.fuser`: :class:`GenFuser`, the gateway's fuser;
-- :mod:`.api`: the original library calls (``fuse``, ``rank_and_fuse``, ``loadfuser``).
+- the original library calls (``fuse``, ``rank_and_fuse``, ``loadfuser``) are in :mod:`ensemble.compat.fusion`.
 
 Importing this package imports torch and transformers.
 """

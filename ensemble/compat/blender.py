@@ -43,7 +43,7 @@ import torch
 
 from ensemble.checkpoints import resolve_dir
 from ensemble.config import RewardModelRankerConfig
-from ensemble.fusers.genfuser.api import FusionMixin
+from ensemble.compat.fusion import FusionMixin
 from ensemble.rankers.pairrm import (
     PairRM,
     bubble_select,

@@ -1,7 +1,7 @@
 """The original LLM-Blender fusion calls, for library users (spec §3.8, §4).
 
 :class:`FusionMixin` gives a class with a ``rank(inputs, candidates, instructions=...,
-batch_size=..., return_scores=...)`` method (``ensemble.blender.Blender``) the original
+batch_size=..., return_scores=...)`` method (``ensemble.compat.blender.Blender``) the original
 ``loadfuser``, ``fuse``, ``rank_and_fuse`` and ``get_topk_candidates_from_ranks``. These are
 synchronous, as in the original: generation runs on the calling thread.
 
