@@ -45,9 +45,9 @@ import sentencepiece as spm
 import torch
 from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
+from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser import GenFuser
-from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser_tokenizer
 from ensemble.types import ChatMessage, SamplingParams
 

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from ensemble.checkpoints import resolve_dir
-from ensemble.config import RewardModelRankerConfig
 from ensemble.compat.fusion import FusionMixin
+from ensemble.config import RewardModelRankerConfig
 from ensemble.rankers.pairrm import (
     PairRM,
     bubble_select,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser import GenFuser
-from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.fusers.genfuser.model import load_fuser
 from ensemble.fusers.genfuser.prompt import encode_input
 from ensemble.types import ChatMessage, SamplingParams, TextDelta

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.config import GenFuserConfig
 from ensemble.errors import FuserError
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.genfuser import GenFuser
-from ensemble.compat.fusion import FuserSettings, fuse_batch
 from ensemble.fusers.genfuser.generate import Decoding, decoding_for
 from ensemble.fusers.genfuser.prompt import encode_input
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta
