@@ -18,7 +18,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ensemble.config import load_config
 from ensemble.errors import ConfigError
 from ensemble.experiments.runtime import (
     Assignment,
@@ -30,6 +29,7 @@ from ensemble.experiments.runtime import (
 )
 from ensemble.types import BlendReport, BlendRequest, StreamEnd, TextDelta, Usage
 from gateway.auth import require_api_key
+from gateway.config import load_config
 from gateway.deps import read_body
 from gateway.errors import APIError, from_validation_error
 from gateway.protocol import BlendExperiment
