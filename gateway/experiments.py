@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -172,6 +173,17 @@ def experiment_info(assignment: Assignment | None) -> BlendExperiment | None:
         return None
     return BlendExperiment(id=assignment.experiment.id, arm=assignment.arm,
                            model=assignment.model)
+
+
+def sticky_key(runtime: ExperimentRuntime, model_id: str, user: str | None,
+               headers: Mapping[str, str]) -> str | None:
+    """Who a request to an experiment is for: its ``user`` field, else the experiment's
+    ``sticky_header``; None (a random arm) without either, or when ``model_id`` is no
+    experiment."""
+    experiment = runtime.experiment(model_id)
+    if experiment is None:
+        return None
+    return user or headers.get(experiment.sticky_header.lower()) or None
 
 
 def arm_headers(assignment: Assignment | None) -> dict[str, str]:

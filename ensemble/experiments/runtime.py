@@ -128,11 +128,6 @@ class ExperimentStats:
                    "anytime-valid normal-mixture confidence sequence (Howard et al. 2021)")
 
 
-def user_key(experiment: ExperimentConfig, user: str | None,
-             headers: Mapping[str, str]) -> str | None:
-    return user or headers.get(experiment.sticky_header.lower()) or None
-
-
 class ExperimentRuntime:
     def __init__(self, engine: Completer, store: ExperimentStore | None) -> None:
         self._engine = engine
@@ -208,12 +203,12 @@ class ExperimentRuntime:
 
     # ------------------------------------------------------------------ serving
 
-    def assign(self, model_id: str, user: str | None,
-               headers: Mapping[str, str]) -> Assignment | None:
+    def assign(self, model_id: str, key: str | None) -> Assignment | None:
+        """The arm that serves ``model_id`` (None: not an experiment) for the sticky ``key``
+        (who asks; the gateway takes it from the request); no key draws an arm at random."""
         experiment = self._experiments.get(model_id)
         if experiment is None:
             return None
-        key = user_key(experiment, user, headers)
         arm = choose_arm(experiment, key)
         self.counters.requests[(experiment.id, arm.name)] += 1
         user_hash = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
