@@ -110,8 +110,9 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
 async def list_experiments(runtime: RuntimeDep) -> Response:
     try:
         data = [_stats_json(await runtime.experiment_stats(e)) for e in runtime.experiments()]
-        models = [{"model": m, "feedback_votes": votes, "feedback_mean_score": mean}
-                  for m, votes, mean in await runtime.model_feedback()] if runtime.store else []
+        models = [{"model": row.key, "feedback_votes": row.votes,
+                   "feedback_mean_score": row.mean_score}
+                  for row in await runtime.model_feedback()] if runtime.store else []
     except (StoreDisabledError, StoreUnavailable) as exc:
         raise _store_error(exc) from None
     return JSONResponse({"object": "list", "data": data, "models": models,
