@@ -32,7 +32,7 @@ from gateway import experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
 from gateway.completions import CompletionRequest
-from gateway.config import GatewayConfig, ServerConfig, as_gateway_config
+from gateway.config import ServerConfig, as_gateway_config
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
 from gateway.drain import Drain
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    config: BlendgateConfig | GatewayConfig,
+    config: BlendgateConfig,
     *,
     engine: Engine | None = None,
     config_path: Path | None = None,

@@ -74,7 +74,7 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
         assert all(isinstance(r, CompletionCost) for r in rows)
         counts = await store.verdict_counts("assistant")
         assert all(isinstance(c, VerdictCount) for c in counts)
-        assert sorted((c.outcome, c.count) for c in counts) == [("tie", 1), ("win", 1)]
+        assert sorted((c.outcome, c.verdicts) for c in counts) == [("tie", 1), ("win", 1)]
         (tally,) = await store.feedback_by("arm", "assistant")
         assert isinstance(tally, FeedbackTally)
         assert (tally.key, tally.votes, tally.mean_score) == ("blend", 1, 1.0)

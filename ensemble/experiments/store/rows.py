@@ -25,12 +25,13 @@ class CompletionCost(NamedTuple):
 
 
 class VerdictCount(NamedTuple):
-    """How often ``arm`` got ``outcome`` (win, loss, tie) against ``baseline_arm``."""
+    """How many ``verdicts`` gave ``arm`` the ``outcome`` (win, loss, tie) against
+    ``baseline_arm``."""
 
     arm: str
     baseline_arm: str
     outcome: str
-    count: int
+    verdicts: int  # how many (``count`` would shadow tuple.count)
 
 
 class FeedbackTally(NamedTuple):
