@@ -104,6 +104,14 @@ def create_app(
                  if isinstance(m, EnsembleModelConfig)})
     app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
 
+    _include_routes(app)
+
+    _install_error_handlers(app)
+    _install_middleware(app, config.server)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
     app.include_router(routes.public)
     app.include_router(routes.api)
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
@@ -120,10 +128,6 @@ def create_app(
         "/v1/fuse": fusing.FuseRequest,
         "/v1/feedback": experiments.FeedbackRequest,
     })
-
-    _install_error_handlers(app)
-    _install_middleware(app, config.server)
-    return app
 
 
 def _install_middleware(app: FastAPI, server: ServerConfig) -> None:
