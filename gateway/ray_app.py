@@ -32,6 +32,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from ensemble import BlendEngine
 from ensemble.config import (
     BlendgateConfig,
     EnsembleModelConfig,
@@ -39,7 +40,6 @@ from ensemble.config import (
     RankerConfig,
     load_config,
 )
-from ensemble.engine import BlendEngine
 from ensemble.ray_serve import (
     MODEL_FUSERS,
     MODEL_RANKERS,
