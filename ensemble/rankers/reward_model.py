@@ -42,7 +42,7 @@ from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
 from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.inputs import chat_prompt, distinct_rows, length_sorted_batches
-from ensemble.rankers.pairrm.scoring import ranks_from_scores
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
 logger = logging.getLogger(__name__)

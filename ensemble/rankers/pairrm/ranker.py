@@ -40,10 +40,10 @@ from ensemble.rankers.pairrm.scoring import (
     PairRM,
     Triple,
     pair_logits,
-    ranks_from_scores,
     scores_from_matrix,
     wins_from_matrix,
 )
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
 logger = logging.getLogger(__name__)
