@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ensemble.backends.model_path import model_source
+from ensemble.compute import request_torch_threads
 from ensemble.concurrency import LoadOnce, ThreadFeed
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
@@ -78,12 +79,11 @@ class TransformersBackend:
         await self._model.get()
 
     def _load(self) -> _Loaded:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ensemble.placement import resolve_device, resolve_dtype  # imports torch: lazily
 
-        torch.set_num_threads(self._cfg.threads)
+        request_torch_threads(self._cfg.threads, f"backend {self.name}")
         # Any: transformers' typing of PreTrainedModel.to rejects a torch.device.
         device: Any = resolve_device(self._cfg.device)
         dtype = resolve_dtype(self._cfg.dtype, device)

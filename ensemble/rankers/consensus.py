@@ -25,7 +25,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from ensemble.backends.model_path import package_model_dir
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
 from ensemble.placement import resolve_device
@@ -92,7 +92,7 @@ class _Embedder:
         self._max_tokens = _DEFAULT_MAX_TOKENS
 
     def load(self) -> None:
-        torch.set_num_threads(self._cfg.threads)
+        request_torch_threads(self._cfg.threads, "consensus ranker")
         path = package_model_dir(self._cfg.model)
         device = resolve_device(self._cfg.device)
         try:

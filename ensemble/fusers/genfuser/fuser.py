@@ -28,9 +28,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.concurrency import ThreadFeed
 from ensemble.config import GenFuserConfig
 from ensemble.errors import FuserError
@@ -93,7 +91,7 @@ class GenFuser:
             loaded = load_fuser(cfg.checkpoint, cache_dir=cfg.cache_dir, device=cfg.device,
                                 dtype=cfg.dtype)
             if loaded.device.type == "cpu":
-                torch.set_num_threads(cfg.threads)  # process-wide; see GenFuserConfig.threads
+                request_torch_threads(cfg.threads, "genfuser")  # see GenFuserConfig.threads
             return loaded
 
         try:
