@@ -18,4 +18,5 @@ def ranks_from_scores(scores: npt.ArrayLike) -> npt.NDArray[np.int32]:
     if s.ndim not in (1, 2):
         raise ValueError(f"scores must be 1-D or 2-D, got shape {s.shape}")
     better = s[..., None, :] > s[..., :, None]  # [..., j, k]: s_k > s_j
-    return (1 + better.sum(axis=-1)).astype(np.int32)
+    ranks: npt.NDArray[np.int32] = (1 + better.sum(axis=-1)).astype(np.int32)
+    return ranks
