@@ -24,8 +24,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ensemble import BlendEngine, member_labels
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
-from ensemble.engine import BlendEngine, member_labels
 from ensemble.errors import BlendError
 from ensemble.experiments.runtime import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui

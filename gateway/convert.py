@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ensemble.backends.openai_wire import plain_json
-from ensemble.cancellation import aclose_shielded
+from ensemble.concurrency import aclose_shielded
 from ensemble.config import EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
 from ensemble.structured import schema_error

@@ -33,6 +33,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from ensemble import BlendEngine
 from ensemble.config import (
     BackendConfig,
     BlendgateConfig,
@@ -40,7 +41,6 @@ from ensemble.config import (
     FuserConfig,
     RankerConfig,
 )
-from ensemble.engine import BlendEngine
 from ensemble.ray_serve import (
     MODEL_FUSERS,
     MODEL_RANKERS,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ensemble.cancellation import aclose_shielded
+from ensemble.concurrency import aclose_shielded
 from ensemble.errors import UnknownModelError
 from ensemble.experiments.runtime import Served
 from ensemble.types import BlendReport, ServedModel, StreamEnd, TextDelta, Usage

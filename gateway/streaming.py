@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
-from ensemble.cancellation import aclose_shielded, cancel_and_wait
+from ensemble.concurrency import aclose_shielded, cancel_and_wait
 from gateway.drain import DRAIN_MARGIN_S, Drain, request_cut
 from gateway.errors import to_api_error
 
