@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ensemble.cancellation import aclose_shielded
 from ensemble.config import load_config
 from ensemble.errors import ConfigError
 from ensemble.experiments.runtime import (
@@ -204,9 +205,7 @@ class StreamRecorder:
                     self._record(event.usage, event.report)
                 yield event
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_shielded(events)
 
     def _record(self, usage: Usage, report: BlendReport | None) -> None:
         self._runtime.record(Served(

@@ -29,6 +29,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from ensemble.cancellation import aclose_shielded
 from ensemble.fusers.base import Fuser
 from ensemble.types import SamplingParams, TextDelta
 from gateway.deps import EngineDep, body_with_candidates, require_api_key, top_level_candidates
@@ -107,6 +108,4 @@ async def _chunks(deltas: AsyncIterator[TextDelta]) -> AsyncGenerator[BaseModel,
                 usage=FuseUsage(prompt_tokens=usage.prompt_tokens,
                                 completion_tokens=usage.completion_tokens) if usage else None)
     finally:
-        close = getattr(deltas, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose_shielded(deltas)

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
 from ensemble.backends.openai_wire import merge_tool_call_deltas
+from ensemble.cancellation import aclose_shielded
 from ensemble.types import StreamEnd, TextDelta
 from gateway.responses.convert import ResponseFrame
 from gateway.responses.protocol import ResponseEvent
@@ -58,9 +59,7 @@ async def to_events(
                 yield event("response.output_text.delta", item_id=frame.message_id,
                             output_index=0, content_index=0, delta=item.text, logprobs=[])
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_shielded(events)
 
 
 async def _close_items(
