@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +41,7 @@ from typing import Any
 
 import httpx
 import yaml
+from bench_common import free_port, quantile
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -53,12 +52,6 @@ API_KEY = "sk-bench-" + secrets.token_hex(24)
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -211,12 +204,6 @@ async def closed_loop(base_url: str, model: str, concurrency: int, total: int,
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return samples, time.perf_counter() - started
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (q in [0, 1])."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass
