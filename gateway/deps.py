@@ -20,17 +20,13 @@ from gateway.auth import check_api_key
 from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.errors import APIError, from_validation_error
-from gateway.loading import Engine
+from gateway.loading import Engine  # also imported from here by gateway.ray_app
 from gateway.metrics import GatewayMetrics
 from gateway.protocol import ChatCompletionRequest
 from gateway.responses.protocol import ResponsesRequest
 from gateway.state import GatewayState, state_of
 
-__all__ = ["Engine"]  # re-exported: its home is gateway.loading
-
 BodyT = TypeVar("BodyT", bound=BaseModel)
-
-
 CandidateLists = Callable[[BodyT], Iterable[tuple[str, Sequence[str]]]]
 
 
