@@ -381,7 +381,7 @@ def parse_levels(text: str, concurrencies: list[int]) -> list[tuple[int, int]]:
     counts = [int(x) for x in text.split(",")]
     if len(counts) != len(concurrencies):
         raise SystemExit(f"--requests needs {len(concurrencies)} counts")
-    return list(zip(concurrencies, counts))
+    return list(zip(concurrencies, counts, strict=False))
 
 
 def find_binary(arg: str | None, name: str) -> str | None:

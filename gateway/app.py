@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ensemble import BlendEngine, member_labels
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.errors import BlendError
-from ensemble.experiments.runtime import ExperimentRuntime
+from ensemble.experiments import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys

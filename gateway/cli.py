@@ -23,9 +23,9 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from ensemble import check_resources, find_problems
 from ensemble.config import EnsembleModelConfig
 from ensemble.errors import ConfigError
-from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
 from gateway.config import GatewayConfig, load_config
 from gateway.drain import DRAIN_MARGIN_S, DrainingServer
@@ -214,7 +214,8 @@ def _reload_on_sighup(app: FastAPI) -> None:
 
 
 def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from ensemble.experiments.evaluation.command import EvalOptions, run, summary_lines
+    from ensemble.experiments import EvalOptions, summary_lines
+    from ensemble.experiments import run_eval as run
 
     if bool(args.prompts) == bool(args.agreement):
         raise ConfigError("blendgate eval: give --prompts (A/B run) or --agreement (judge "

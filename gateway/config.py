@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ensemble import config as library
-from ensemble.backends.factory import with_default_max_tokens
+from ensemble import with_default_max_tokens
 from ensemble.config import BackendConfig, BlendgateConfig, StrictModel
 from gateway.ray_config import RayConfig
 

@@ -12,10 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble.backends.openai_wire import plain_json
+from ensemble import plain_json, schema_error
 from ensemble.config import EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
-from ensemble.structured import schema_error
 from ensemble.types import (
     BlendReport,
     BlendRequest,

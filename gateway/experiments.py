@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ensemble.concurrency import aclose_shielded
 from ensemble.errors import ConfigError
-from ensemble.experiments.runtime import (
+from ensemble.experiments import (
     Assignment,
     ExperimentRuntime,
     Served,

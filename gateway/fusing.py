@@ -29,8 +29,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
+from ensemble import Fuser
 from ensemble.concurrency import aclose_shielded
-from ensemble.fusers.base import Fuser
 from ensemble.types import SamplingParams, TextDelta
 from gateway.deps import EngineDep, body_with_candidates, require_api_key, top_level_candidates
 from gateway.errors import APIError

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Literal, Protocol
 
-from ensemble.rankers.base import Ranker
+from ensemble import Ranker
 from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta
 from gateway.errors import SERVER_ERROR, APIError
 

@@ -39,8 +39,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, model_validator
 
+from ensemble import Ranker
 from ensemble.errors import InvalidParamsError
-from ensemble.rankers.base import Ranker
 from ensemble.types import ChatMessage
 from gateway.deps import (
     EngineDep,

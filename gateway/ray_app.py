@@ -98,7 +98,7 @@ class GatewayIngress:
         handle = serve.get_deployment_handle(self._deployment, self._app_name)
         results = await handle.broadcast("metrics_exposition").results_async(
             timeout_s=METRICS_TIMEOUT_S, return_exceptions=True)
-        answers = dict(r for r in results if isinstance(r, tuple))
+        answers: dict[str, bytes] = dict(r for r in results if isinstance(r, tuple))
         if len(answers) < len(results):
             logger.warning("/metrics: %d of %d gateway replicas did not answer",
                            len(results) - len(answers), len(results))

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ensemble.concurrency import aclose_shielded
 from ensemble.errors import UnknownModelError
-from ensemble.experiments.runtime import Served
+from ensemble.experiments import Served
 from ensemble.types import ServedModel, StreamEnd, TextDelta
 from gateway import completions
 from gateway.access import STATE_COMPLETION_ID, observe_answer

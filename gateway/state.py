@@ -13,7 +13,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from ensemble.experiments.runtime import ExperimentRuntime
+from ensemble.experiments import ExperimentRuntime
 from gateway.auth import APIKeys
 from gateway.config import GatewayConfig
 from gateway.convert import RequestLimits

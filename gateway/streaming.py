@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
-from ensemble.backends.openai_wire import plain_json
+from ensemble import plain_json
 from ensemble.concurrency import aclose_shielded, cancel_and_wait
 from ensemble.types import StreamEnd, TextDelta
 from gateway.convert import to_blend_info, to_usage, with_experiment

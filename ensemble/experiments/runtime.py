@@ -192,7 +192,7 @@ class ExperimentRuntime:
             shadows[experiment.id] = (experiment.shadow, ShadowRunner(
                 self._run_shadow, concurrency=experiment.shadow.max_concurrency,
                 queue_size=experiment.shadow.queue_size, name=f"shadow-{experiment.id}"))
-        for experiment_id, (settings, runner) in self._shadows.items():
+        for experiment_id, (_settings, runner) in self._shadows.items():
             if shadows.get(experiment_id, (None, None))[1] is not runner:
                 retired.append(runner)
         self._judges = judges

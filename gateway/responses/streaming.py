@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import Any
 
-from ensemble.backends.openai_wire import merge_tool_call_deltas
+from ensemble import merge_tool_call_deltas
 from ensemble.concurrency import aclose_shielded
 from ensemble.types import StreamEnd, TextDelta
 from gateway.responses.convert import ResponseFrame

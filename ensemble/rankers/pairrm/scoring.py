@@ -105,9 +105,9 @@ def encode_pair_rows(
     sources = sorted({s for s, _, _ in triples})
     candidates = sorted({c for _, a, b in triples for c in (a, b)})
     clean = [neutralise(t, pairrm.reserved) for t in sources]
-    source_ids = dict(zip(sources, encode_segments(pairrm.tokenizer, clean, SOURCE_TOKEN)))
+    source_ids = dict(zip(sources, encode_segments(pairrm.tokenizer, clean, SOURCE_TOKEN), strict=False))
     clean = [neutralise(t, pairrm.reserved) for t in candidates]
-    cand_ids = dict(zip(candidates, encode_segments(pairrm.tokenizer, clean, CANDIDATE_TOKEN)))
+    cand_ids = dict(zip(candidates, encode_segments(pairrm.tokenizer, clean, CANDIDATE_TOKEN), strict=False))
     return [
         pair_row(
             source_ids[s], cand_ids[a], cand_ids[b], pairrm.prefix_ids,
@@ -223,8 +223,8 @@ def bubble_select(
     process = np.zeros((batch, 3, n - 1), dtype=np.int64)  # [B, 3, n-1]
     for j in range(n - 1):
         nxt = int(perm[j + 1])
-        triples = [(src, cands[int(c)], cands[nxt]) for src, cands, c in zip(sources, candidates, carried)]
-        triples += [(src, cands[nxt], cands[int(c)]) for src, cands, c in zip(sources, candidates, carried)]
+        triples = [(src, cands[int(c)], cands[nxt]) for src, cands, c in zip(sources, candidates, carried, strict=False)]
+        triples += [(src, cands[nxt], cands[int(c)]) for src, cands, c in zip(sources, candidates, carried, strict=False)]
         logits = pair_logits(pairrm, triples, **limits)
         d = logits[:batch] - logits[batch:]  # [B]
         keep_next = d >= 0 if worst else d <= 0
