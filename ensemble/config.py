@@ -53,6 +53,10 @@ class OpenAIBackendConfig(_Strict):
     # Tool definitions longer than this (JSON characters) are not sent when the model may
     # answer in text anyway (tool_choice auto/absent); None sends them all (see README).
     max_tools_chars: int | None = Field(None, ge=0)
+    vision: bool = False  # reads image_url content parts (they reach it unchanged)
+    # Also serves POST /v1/embeddings under this backend's name (llama.cpp --embedding, vLLM
+    # embedding models, OpenAI); ``model`` is sent upstream.
+    embeddings: bool = False
 
 
 class ChunkedModelConfig(_Strict):
@@ -102,6 +106,7 @@ class LocalBackendConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     expose: bool = True
     max_tools_chars: int | None = Field(None, ge=0)  # as for OpenAIBackendConfig
+    vision: bool = False  # as for OpenAIBackendConfig
     # llamacpp: the Jinja chat template; None keeps the GGUF's own. "chatml-tools" is the
     # shipped ChatML template with Hermes-style <tool_call> tools (ensemble/backends/templates),
     # anything else a path to a .jinja file.
@@ -364,12 +369,24 @@ class EnsembleModelConfig(_Strict):
     on_deadline: Literal["error", "best_candidate"] = "error"
     tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
     tasks: TaskRoutingConfig | None = None  # background tasks to one backend, not the ensemble
+    # A request with image_url parts: "reject" answers 400 unless every member is vision-capable;
+    # "drop_members" asks only the vision-capable members (the dropped ones are reported).
+    images: Literal["reject", "drop_members"] = "reject"
+
+
+# Failures before the first token that move a single model's request to its next fallback
+# backend: connection refused/reset, a timeout, an HTTP 5xx, an HTTP 429, a connection dropped
+# before the first token, the backend's own queue full. A client error (other 4xx) never does.
+FallbackTrigger = Literal["connect", "timeout", "5xx", "429", "dropped", "overloaded"]
 
 
 class SingleModelConfig(_Strict):
     type: Literal["single"] = "single"
     id: str
     backend: str
+    fallbacks: list[str] = Field(default_factory=list)  # tried in order after ``backend``
+    fallback_on: list[FallbackTrigger] = Field(
+        default_factory=lambda: ["connect", "timeout", "5xx", "429", "dropped", "overloaded"])
     # Bounds the whole request, every streamed token included: 504 `deadline_exceeded`, or
     # mid-stream one error event. None: only the backend's timeout_s, per read.
     deadline_s: float | None = Field(None, gt=0)
@@ -512,6 +529,12 @@ class ServerConfig(_Strict):
     # whatever the request asks.
     allow_return_candidates: bool = True
     access_log: bool = True  # one line per request on the blendgate.access logger
+    # API keys with budgets, managed by ``blendgate keys`` (hashed at rest; see README). Used
+    # alongside ``api_keys``, whose keys have no budget.
+    keys_file: str | None = None
+    # Tokens a request reserves against its key's daily budget until its usage is known, when
+    # it sets no max_tokens (per choice; ensembles: per candidate, plus the fuser's answer).
+    key_reserve_tokens: int = Field(1024, ge=1)
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ServerConfig:
@@ -544,7 +567,7 @@ class BlendgateConfig(_Strict):
                 raise ValueError(f"models[{index}].id: duplicate model id {model.id!r}")
             ids.add(model.id)
             names = [m.backend for m in model.members] if isinstance(
-                model, EnsembleModelConfig) else [model.backend]
+                model, EnsembleModelConfig) else [model.backend, *model.fallbacks]
             if isinstance(model, EnsembleModelConfig) and isinstance(
                     model.fuser, (LLMFuserConfig, GenFuserConfig)):
                 fuser = model.fuser
