@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ensemble.backends.base import Backend
+from ensemble.backends.fallback import single_backend
 from ensemble.backends.openai_wire import merge_logprobs
 from ensemble.cancellation import cancel_and_wait, closing
 from ensemble.config import (
@@ -205,7 +206,7 @@ class BlendEngine:
             single_deadlines: dict[str, float] = {}
             for model in config.models:
                 if isinstance(model, SingleModelConfig):
-                    singles[model.id] = backends[model.backend]
+                    singles[model.id] = single_backend(model, backends)
                     if model.deadline_s is not None:
                         single_deadlines[model.id] = model.deadline_s
                     continue
@@ -290,8 +291,8 @@ class BlendEngine:
         async with _within(self._single_deadline(request.model), "waiting for the backend"):
             completions = await target.complete(request.messages, request.params, request.n)
         usage = sum((c.usage for c in completions if c.usage is not None), Usage())
-        choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal)
-                   for i, c in enumerate(completions)]
+        choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal,
+                          c.backend) for i, c in enumerate(completions)]
         return BlendResult(request.model, choices, usage)
 
     async def stream(

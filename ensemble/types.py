@@ -103,6 +103,7 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Mapping[str, Any] | None = None  # OpenAI's choice.logprobs, unchanged
     refusal: str | None = None
+    backend: str | None = None  # who answered, when a fallback chain could have used another
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class TextDelta:
     tool_calls: tuple[ToolCall, ...] = ()  # OpenAI delta pieces, each with its "index"
     logprobs: Mapping[str, Any] | None = None  # this chunk's choice.logprobs
     refusal: str | None = None
+    backend: str | None = None  # as for Completion
 
     @property
     def empty(self) -> bool:
@@ -214,6 +216,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Mapping[str, Any] | None = None
     refusal: str | None = None
+    backend: str | None = None  # as for Completion
 
 
 @dataclass(frozen=True)

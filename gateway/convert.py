@@ -271,12 +271,24 @@ def to_chat_completion(
         )
         for c in result.choices
     ]
-    blend = with_experiment(
-        to_blend_info(result.report) if include_report and result.report else None, experiment)
+    backend = result.choices[0].backend if result.choices else None
+    blend = with_experiment(_report_info(result.report, backend, include_report), experiment)
     return ChatCompletionResponse(
         id=completion_id, created=created, model=result.model, choices=choices,
         usage=to_usage(result.usage), blend=blend,
     )
+
+
+def _report_info(report: BlendReport | None, backend: str | None,
+                 include_report: bool) -> BlendInfo | None:
+    """The ``blend`` field when the client asked for it: the ensemble's report, or which
+    backend of a fallback chain answered."""
+    if not include_report:
+        return None
+    blend = to_blend_info(report) if report is not None else None
+    if backend is not None:
+        blend = (blend or BlendInfo()).model_copy(update={"backend": backend})
+    return blend
 
 
 def with_experiment(blend: BlendInfo | None,
@@ -336,17 +348,18 @@ async def to_chunks(
     ``events``, so the engine stops generating.
     """
     opened: set[int] = set()
+    backend: str | None = None  # who answered, from a fallback chain's deltas
     try:
         async for event in events:
             if isinstance(event, StreamEnd):
                 on_end(event)
-                blend = with_experiment(
-                    to_blend_info(event.report) if include_report and event.report else None,
-                    experiment)
+                blend = with_experiment(_report_info(event.report, backend, include_report),
+                                        experiment)
                 if include_usage or blend is not None:
                     usage = to_usage(event.usage) if include_usage else None
                     yield header.chunk([], usage=usage, blend=blend)
                 return
+            backend = backend or event.backend
             if event.index not in opened:
                 opened.add(event.index)
                 yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))

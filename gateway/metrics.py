@@ -107,6 +107,11 @@ class GatewayMetrics:
             "blendgate_stage_duration_seconds", "Time spent in each ensemble stage.",
             ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.backend_answers = Counter(
+            "blendgate_backend_answers", "Answers of single models with fallbacks, by the "
+            "backend that answered (a fallback answered when it is not the first).",
+            ["model", "backend"], registry=self.registry,
+        )
         for model in self._served:
             self.prompt_tokens.labels(model)
             self.completion_tokens.labels(model)
@@ -128,6 +133,10 @@ class GatewayMetrics:
         label = self.model_label(model)
         self.prompt_tokens.labels(label).inc(usage.prompt_tokens)
         self.completion_tokens.labels(label).inc(usage.completion_tokens)
+
+    def observe_backend(self, model: str, backend: str) -> None:
+        """``backend`` is a configured backend's name (from the engine), never client text."""
+        self.backend_answers.labels(self.model_label(model), backend).inc()
 
     def observe_first_token(self, model: str, seconds: float) -> None:
         self.first_token.labels(self.model_label(model)).observe(seconds)
