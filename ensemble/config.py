@@ -378,6 +378,8 @@ class EnsembleModelConfig(_Strict):
 # backend: connection refused/reset, a timeout, an HTTP 5xx, an HTTP 429, a connection dropped
 # before the first token, the backend's own queue full. A client error (other 4xx) never does.
 FallbackTrigger = Literal["connect", "timeout", "5xx", "429", "dropped", "overloaded"]
+ALL_FALLBACK_TRIGGERS: tuple[FallbackTrigger, ...] = (
+    "connect", "timeout", "5xx", "429", "dropped", "overloaded")
 
 
 class SingleModelConfig(_Strict):
@@ -385,8 +387,7 @@ class SingleModelConfig(_Strict):
     id: str
     backend: str
     fallbacks: list[str] = Field(default_factory=list)  # tried in order after ``backend``
-    fallback_on: list[FallbackTrigger] = Field(
-        default_factory=lambda: ["connect", "timeout", "5xx", "429", "dropped", "overloaded"])
+    fallback_on: list[FallbackTrigger] = Field(default_factory=lambda: [*ALL_FALLBACK_TRIGGERS])
     # Bounds the whole request, every streamed token included: 504 `deadline_exceeded`, or
     # mid-stream one error event. None: only the backend's timeout_s, per read.
     deadline_s: float | None = Field(None, gt=0)

@@ -31,6 +31,7 @@ from ensemble.experiments.runtime import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
+from gateway.budgets import Budgets
 from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
@@ -92,7 +93,7 @@ def create_app(
     app.state.loading = loading
     app.state.drain = Drain(config.server.drain_grace_s)  # DrainingServer starts it (SIGTERM)
     app.state.limits = RequestLimits.from_config(config)
-    app.state.api_keys = APIKeys.of(read_api_keys(config.server))
+    app.state.api_keys = APIKeys.of(read_api_keys(config.server), config.server.keys_file)
     app.state.config_path = config_path
     app.state.experiments = None  # an ExperimentRuntime once the lifespan has started
     app.state.metrics = GatewayMetrics(
@@ -100,6 +101,8 @@ def create_app(
         members={m.id: member_labels(m) for m in config.models
                  if isinstance(m, EnsembleModelConfig)})
     app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
+    app.state.budgets = Budgets.of(config, app.state.metrics, app.state.limits,
+                                   lambda: app.state.experiments)
 
     app.include_router(routes.public)
     app.include_router(routes.api)

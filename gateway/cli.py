@@ -1,4 +1,4 @@
-"""``blendgate serve | check-config | eval``.
+"""``blendgate serve | check-config | eval | keys``.
 
 Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: model files,
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
+from gateway.keys_cli import add_keys_parser, run_keys
 from gateway.loading import EngineLoading
 from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
 
@@ -99,6 +100,7 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"),
                           help="output directory (default eval-out)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_keys_parser(commands, settings.config, config_help)
     return parser
 
 
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     args = build_parser(settings).parse_args(argv)
     try:
+        if args.command == "keys":
+            return run_keys(args)
         config_path = args.config or default_config_path()
         config = load_config(config_path)
         if args.command == "check-config":

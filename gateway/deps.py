@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from ensemble.rankers.base import Ranker
 from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta
+from gateway.auth import STATE_KEY
 from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.errors import APIError, from_validation_error
@@ -44,7 +45,8 @@ class Engine(Protocol):
 async def get_engine(request: Request) -> Engine:
     """The engine once loaded; 503 with ``Retry-After`` while it loads (``gateway.loading``)."""
     engine: Engine = request.app.state.loading.engine()
-    return engine
+    # a budgeted key's requests reserve and settle their tokens (gateway.budgets)
+    return request.app.state.budgets.engine_for(getattr(request.state, STATE_KEY, None), engine)
 
 
 async def get_limits(request: Request) -> RequestLimits:

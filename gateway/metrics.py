@@ -112,6 +112,15 @@ class GatewayMetrics:
             "backend that answered (a fallback answered when it is not the first).",
             ["model", "backend"], registry=self.registry,
         )
+        self.key_requests = Counter(
+            "blendgate_key_requests", "Requests of budgeted API keys (label: the key's name): "
+            "admitted, limited_requests or limited_tokens.", ["key", "outcome"],
+            registry=self.registry,
+        )
+        self.key_tokens = Counter(
+            "blendgate_key_tokens", "Tokens used by budgeted API keys (ensembles: every member "
+            "and the fuser).", ["key"], registry=self.registry,
+        )
         for model in self._served:
             self.prompt_tokens.labels(model)
             self.completion_tokens.labels(model)
@@ -137,6 +146,13 @@ class GatewayMetrics:
     def observe_backend(self, model: str, backend: str) -> None:
         """``backend`` is a configured backend's name (from the engine), never client text."""
         self.backend_answers.labels(self.model_label(model), backend).inc()
+
+    def observe_key_request(self, key: str, outcome: str) -> None:
+        """``key`` is a key's name from the keys file, never the key."""
+        self.key_requests.labels(key, outcome).inc()
+
+    def observe_key_tokens(self, key: str, tokens: int) -> None:
+        self.key_tokens.labels(key).inc(tokens)
 
     def observe_first_token(self, model: str, seconds: float) -> None:
         self.first_token.labels(self.model_label(model)).observe(seconds)

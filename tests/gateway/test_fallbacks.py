@@ -159,17 +159,21 @@ def test_real_llama_server_killed_before_and_during_a_stream(
             "models": [{"type": "single", "id": "chat", "backend": "primary",
                         "fallbacks": ["spare"]}]}
         with running_server(create_app(parse_config(config)), startup_timeout_s=60) as url:
+            # long enough (at a few dozen tokens a second) to be cut by the kill
             request = {"model": "chat", "messages": MESSAGES, "stream": True,
-                       "max_tokens": 48, "temperature": 0}
+                       "max_tokens": 1000, "temperature": 0}
             with httpx.stream("POST", f"{url}/v1/chat/completions", json=request,
                               timeout=120) as response:
                 assert response.headers["x-blendgate-backend"] == "primary"
                 lines = response.iter_lines()
-                data = [line for line in lines if '"content":"' in line][:1]
+                for line in lines:
+                    if '"content":"' in line and '"content":""' not in line:
+                        break
                 primary.close()  # kill the server after its first token
-                data += [line.removeprefix("data: ") for line in lines
-                         if line.startswith("data: ")]
+                data = [line.removeprefix("data: ") for line in lines
+                        if line.startswith("data: ")]
             assert data[-1] == "[DONE]" and '"error"' in data[-2], data[-3:]
+            assert sum('"error"' in d for d in data) == 1
             answer = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0,
                                    timeout=120).chat.completions.with_streaming_response.create(
                 model="chat", messages=MESSAGES, stream=True, max_tokens=8)  # type: ignore[arg-type]
