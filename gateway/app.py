@@ -24,11 +24,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ensemble.backends.embeddings import Embedders
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.engine import BlendEngine, member_labels
 from ensemble.errors import BlendError
 from ensemble.experiments.runtime import ExperimentRuntime
-from gateway import experiments, fusing, ranking, routes, ui
+from gateway import embeddings, experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
 from gateway.budgets import Budgets
@@ -83,6 +84,7 @@ def create_app(
         finally:
             if app.state.experiments is not None:
                 await app.state.experiments.aclose()
+            await app.state.embeddings.aclose()
             await loading.aclose()
 
     # redirect_slashes=False: a POST to ``/v1/chat/completions/`` is a 404, not a 307 whose
@@ -101,6 +103,7 @@ def create_app(
         members={m.id: member_labels(m) for m in config.models
                  if isinstance(m, EnsembleModelConfig)})
     app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
+    app.state.embeddings = Embedders.of(config)  # POST /v1/embeddings (gateway.embeddings)
     app.state.budgets = Budgets.of(config, app.state.metrics, app.state.limits,
                                    lambda: app.state.experiments)
 
@@ -108,6 +111,7 @@ def create_app(
     app.include_router(routes.api)
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
     app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
+    app.include_router(embeddings.router)  # POST /v1/embeddings, passed through
     app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
     app.include_router(ui.router)  # /ui: dashboard and side-by-side playground
     document_bodies(app, {
@@ -118,6 +122,7 @@ def create_app(
         "/v1/compare": ranking.CompareRequest,
         "/v1/rank/batch": ranking.RankBatchRequest,
         "/v1/fuse": fusing.FuseRequest,
+        "/v1/embeddings": embeddings.EmbeddingRequest,
         "/v1/feedback": experiments.FeedbackRequest,
     })
 

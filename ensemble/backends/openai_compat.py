@@ -74,11 +74,16 @@ def map_upstream_errors(backend: str) -> Iterator[None]:
         raise  # unreachable: TransportError is the last row
 
 
-def chat_completions_url(base_url: str) -> str:
+def api_url(base_url: str, path: str) -> str:
+    """``{base_url}/v1/{path}``, whether or not ``base_url`` ends in ``/v1``."""
     base = base_url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    return base + "/chat/completions"
+    return f"{base}/{path}"
+
+
+def chat_completions_url(base_url: str) -> str:
+    return api_url(base_url, "chat/completions")
 
 
 UPSTREAM_KEEPALIVE_EXPIRY_S = 2.0
@@ -136,7 +141,7 @@ class OpenAICompatBackend:
             with map_upstream_errors(self.name):
                 response = await self._client.post(self._url, json=body, headers=self._headers)
                 if response.status_code >= 400:
-                    raise self._status_error(response.status_code, response.text)
+                    raise status_error(self.name, response.status_code, response.text)
                 return parse_completion(response.json(), backend=self.name)
 
     @contextlib.asynccontextmanager
@@ -175,7 +180,7 @@ class OpenAICompatBackend:
                 ) as response:
                     if response.status_code >= 400:
                         text = (await response.aread()).decode("utf-8", "replace")
-                        raise self._status_error(response.status_code, text)
+                        raise status_error(self.name, response.status_code, text)
                     done = False
                     async for data in sse_data(response.aiter_lines()):
                         if data.strip() == "[DONE]":
@@ -199,14 +204,17 @@ class OpenAICompatBackend:
         return chat_request_body(
             messages, params, n, model=self._cfg.model, defaults=self._cfg.params, stream=stream)
 
-    def _status_error(self, status: int, text: str) -> BackendStatusError:
-        try:
-            data: Any = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        message = error_message(data, text.strip()[:300] or "(empty body)")
-        return BackendStatusError(f"upstream HTTP {status}: {message}", backend=self.name,
-                                  status=status, detail=message)
+
+
+def status_error(backend: str, status: int, text: str) -> BackendStatusError:
+    """An upstream's HTTP error, with its own message when it sent OpenAI's error shape."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    message = error_message(data, text.strip()[:300] or "(empty body)")
+    return BackendStatusError(f"upstream HTTP {status}: {message}", backend=backend,
+                              status=status, detail=message)
 
 
 def auth_headers(api_key_env: str | None) -> dict[str, str]:
