@@ -106,7 +106,6 @@ class LocalBackendConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     expose: bool = True
     max_tools_chars: int | None = Field(None, ge=0)  # as for OpenAIBackendConfig
-    vision: bool = False  # as for OpenAIBackendConfig
     # llamacpp: the Jinja chat template; None keeps the GGUF's own. "chatml-tools" is the
     # shipped ChatML template with Hermes-style <tool_call> tools (ensemble/backends/templates),
     # anything else a path to a .jinja file.
