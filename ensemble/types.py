@@ -25,6 +25,9 @@ class ChatMessage:
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
     tool_call_id: str | None = None  # a ``role: tool`` turn: the call it answers
+    # The content parts as sent (wire JSON) when they hold images; ``content`` is their text.
+    # Only vision backends are sent them (see ensemble.vision).
+    parts: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

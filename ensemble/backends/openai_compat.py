@@ -49,6 +49,7 @@ from ensemble.errors import (
     OverloadedError,
 )
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
+from ensemble.vision import refuse_images
 
 _TRANSPORT_ERRORS: tuple[tuple[type[Exception], type[BackendError]], ...] = (
     (httpx.TimeoutException, BackendTimeout),
@@ -200,6 +201,8 @@ class OpenAICompatBackend:
     def _body(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int, *, stream: bool
     ) -> dict[str, Any]:
+        if not self._cfg.vision:
+            refuse_images(self.name, messages)
         params = fit_tools(params, self._cfg.max_tools_chars, backend=self.name)
         return chat_request_body(
             messages, params, n, model=self._cfg.model, defaults=self._cfg.params, stream=stream)

@@ -32,6 +32,7 @@ from ensemble.backends.model_path import model_source
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
+from ensemble.vision import refuse_images
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -126,6 +127,7 @@ class TransformersBackend:
     ) -> AsyncIterator[TextDelta]:
         if n < 1:
             raise BackendStatusError(f"n must be >= 1, got {n}", backend=self.name, status=400)
+        refuse_images(self.name, messages)  # a text model: its chat template drops images
         gen_kwargs = self._generate_kwargs(params.merged(self._cfg.params), n)
         await self.start()
         loaded = self._loaded
