@@ -60,6 +60,7 @@ from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.output_policy import (
     answer_error,
+    distinct_choices,
     rank_text,
     screen,
     text_order,
@@ -375,8 +376,9 @@ class BlendEngine:
         chosen = await self._select(ens, request, deadline)
         fuse_started = time.perf_counter()
         fuse_usage = Usage()
-        if chosen.call is not None or wants_json(request.params):
-            # A tool call, or JSON that is checked before it is sent: one whole answer.
+        if chosen.call is not None or wants_json(request.params) or ens.cfg.fuser.type == "none":
+            # A tool call, JSON that is checked before it is sent, or candidates as they are:
+            # whole answers.
             fused = await _answer(ens, request, chosen, deadline)
             for choice, answer in enumerate(fused):
                 fuse_usage += answer.usage
@@ -543,6 +545,11 @@ async def _answer(
         call = chosen.call
         return [_Fused("", "tool_calls", Usage(), TOOL_CALL_ANSWER, call.tool_calls,
                        call.logprobs)] * request.n
+    if ens.cfg.fuser.type == "none":  # no fusion: the n best distinct candidates
+        ordered = text_order(chosen.fanout.candidates, chosen.ranking)
+        label = DEADLINE_FALLBACK if deadline.fallback and not deadline.left_s() else "none"
+        return [_Fused(c.text, c.finish_reason or "stop", Usage(), label, logprobs=c.logprobs)
+                for c in distinct_choices(ordered, request.n)]
     best = chosen.top[0]
     selected = _Fused(best.text, best.finish_reason or "stop", Usage(), "none",
                       logprobs=best.logprobs)
