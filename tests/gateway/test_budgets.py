@@ -166,9 +166,7 @@ def accepted(url: str, key: str) -> bool:
 
 
 def client(url: str, key: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60,
-                              http_client=httpx.AsyncClient(
-                                  limits=httpx.Limits(max_connections=200), timeout=60))
+    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=60)
 
 
 async def one_round(clients: dict[str, openai.AsyncOpenAI], per_key: int
