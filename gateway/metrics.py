@@ -107,6 +107,17 @@ class GatewayMetrics:
             "blendgate_stage_duration_seconds", "Time spent in each ensemble stage.",
             ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self._add_proxy_counters()
+        for model in self._served:
+            self.prompt_tokens.labels(model)
+            self.completion_tokens.labels(model)
+        for model, labels in (members or {}).items():
+            for member in labels:
+                for error_type in MEMBER_FAILURE_TYPES:
+                    self.member_failures.labels(self.model_label(model), member, error_type)
+
+    def _add_proxy_counters(self) -> None:
+        """Fallback answers by backend, and the requests and tokens of keys-file keys."""
         self.backend_answers = Counter(
             "blendgate_backend_answers", "Answers of single models with fallbacks, by the "
             "backend that answered (a fallback answered when it is not the first).",
@@ -121,13 +132,6 @@ class GatewayMetrics:
             "blendgate_key_tokens", "Tokens used by budgeted API keys (ensembles: every member "
             "and the fuser).", ["key"], registry=self.registry,
         )
-        for model in self._served:
-            self.prompt_tokens.labels(model)
-            self.completion_tokens.labels(model)
-        for model, labels in (members or {}).items():
-            for member in labels:
-                for error_type in MEMBER_FAILURE_TYPES:
-                    self.member_failures.labels(self.model_label(model), member, error_type)
 
     def model_label(self, model: str | None) -> str:
         """Served ids only: a client must not be able to create label values at will."""
