@@ -23,16 +23,16 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
-from ensemble.cancellation import closing
-from ensemble.config import BlendgateConfig
+from ensemble.concurrency import closing
 from ensemble.experiments.events import KeyUsageEvent
 from ensemble.experiments.runtime import ExperimentRuntime
 from ensemble.rankers.base import Ranker
 from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta, Usage
+from gateway.config import GatewayConfig
 from gateway.convert import RequestLimits
-from gateway.deps import Engine
 from gateway.errors import RATE_LIMIT, APIError
 from gateway.keys import KeyRecord
+from gateway.loading import Engine
 from gateway.metrics import GatewayMetrics
 
 DAY_S = 86_400
@@ -74,7 +74,7 @@ class Budgets:
         self._keys: dict[str, _KeyState] = {}
 
     @classmethod
-    def of(cls, config: BlendgateConfig, metrics: GatewayMetrics, limits: RequestLimits,
+    def of(cls, config: GatewayConfig, metrics: GatewayMetrics, limits: RequestLimits,
            runtime: Callable[[], ExperimentRuntime | None]) -> Budgets:
         server = config.server
         return cls(metrics, samples=limits.samples, runtime=runtime,

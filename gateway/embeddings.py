@@ -15,13 +15,12 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import Field, model_validator
 
-from ensemble.backends.embeddings import Embedders
 from ensemble.types import Usage
-from gateway.auth import STATE_KEY, require_api_key
-from gateway.budgets import Budgets
-from gateway.deps import MetricsDep, parse_body
+from gateway.auth import STATE_KEY
+from gateway.deps import MetricsDep, parse_body, require_api_key
 from gateway.metrics import STATE_MODEL
 from gateway.protocol import OpenAIBaseModel
+from gateway.state import state_of
 from gateway.streaming import cancel_on_disconnect
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
@@ -62,9 +61,9 @@ async def create_embeddings(
     metrics: MetricsDep,
 ) -> Response:
     setattr(request.state, STATE_MODEL, body.model)
-    embedders: Embedders = request.app.state.embeddings
-    backend = embedders.get(body.model)
-    budgets: Budgets = request.app.state.budgets
+    state = state_of(request.app)
+    backend = state.embeddings.get(body.model)
+    budgets = state.budgets
     key = getattr(request.state, STATE_KEY, None)
     reservation = budgets.reserve(key, body.size(), body.model) if key is not None else None
     usage = Usage()

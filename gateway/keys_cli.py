@@ -11,8 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from ensemble.config import load_config
 from ensemble.errors import ConfigError
+from gateway.config import load_config
 from gateway.keys import create_key, read_keys, revoke_key
 from gateway.settings import default_config_path
 

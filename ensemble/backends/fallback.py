@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import replace
 
 from ensemble.backends.base import Backend
-from ensemble.cancellation import closing
-from ensemble.config import FallbackTrigger, SingleModelConfig
+from ensemble.concurrency import closing
+from ensemble.config.models import FallbackTrigger, SingleModelConfig
 from ensemble.errors import (
     BackendConnectError,
     BackendProtocolError,

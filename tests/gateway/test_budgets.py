@@ -18,12 +18,13 @@ import httpx
 import openai
 import pytest
 
-from ensemble.config import StoreConfig, parse_config
+from ensemble.config import StoreConfig
 from ensemble.errors import ConfigError
 from ensemble.experiments.store import ExperimentStore
 from ensemble.types import BlendRequest, ChatMessage, Usage
 from gateway.app import create_app
 from gateway.budgets import DAY_S, Budgets, estimate_tokens
+from gateway.config import parse_config
 from gateway.errors import APIError
 from gateway.keys import KeyRecord, KeyRing, create_key, key_hash, read_keys, revoke_key
 from gateway.metrics import GatewayMetrics

@@ -12,8 +12,8 @@ import httpx
 import openai
 import pytest
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import running_server
 

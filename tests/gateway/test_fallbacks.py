@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
-from ensemble.config import parse_config
 from ensemble.errors import ConfigError
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 

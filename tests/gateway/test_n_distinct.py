@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from ensemble.config import parse_config
 from ensemble.output_policy import distinct_choices
 from ensemble.types import Candidate
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import start_fake_upstreams
 from tests.gateway.conftest import running_server
 
