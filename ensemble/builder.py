@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ensemble.backends.base import Backend
+from ensemble.backends.fallback import single_backend
 from ensemble.concurrency import cancel_and_wait, gather_or_cancel
 from ensemble.config import (
     BlendgateConfig,
@@ -134,7 +135,7 @@ async def _add_models(
 ) -> None:
     for model in config.models:
         if isinstance(model, SingleModelConfig):
-            parts.singles[model.id] = backends[model.backend]
+            parts.singles[model.id] = single_backend(model, backends)
             if model.deadline_s is not None:
                 parts.single_deadlines[model.id] = model.deadline_s
             continue

@@ -51,6 +51,7 @@ from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.output_policy import (
     answer_error,
+    distinct_choices,
     rank_text,
     screen,
     text_order,
@@ -176,8 +177,8 @@ class BlendEngine:
         async with within(self._single_deadline(request.model), "waiting for the backend"):
             completions = await target.complete(request.messages, request.params, request.n)
         usage = sum((c.usage for c in completions if c.usage is not None), Usage())
-        choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal)
-                   for i, c in enumerate(completions)]
+        choices = [Choice(i, c.text, c.finish_reason, c.tool_calls, c.logprobs, c.refusal,
+                          c.backend) for i, c in enumerate(completions)]
         return BlendResult(request.model, choices, usage)
 
     async def stream(
@@ -257,8 +258,10 @@ class BlendEngine:
         started = time.perf_counter()
         deadline = Deadline.start(ens.cfg)
         chosen = await self._select(ens, request, deadline)
-        # A tool call, or JSON that is checked before it is sent: one whole answer.
-        whole = chosen.call is not None or wants_json(request.params)
+        # A tool call, JSON that is checked before it is sent, or candidates as they are:
+        # whole answers.
+        whole = chosen.call is not None or wants_json(request.params) or \
+            ens.cfg.fuser.type == "none"
         events = (_stream_whole if whole else _stream_fused)(ens, request, chosen, deadline,
                                                              started)
         async with closing(events) as deltas:
@@ -393,6 +396,12 @@ async def _answer(
         call = chosen.call
         return [_Fused("", "tool_calls", Usage(), Fallback.TOOL_CALL.label(), call.tool_calls,
                        call.logprobs)] * request.n
+    if ens.cfg.fuser.type == "none":  # no fusion: the n best distinct candidates
+        ordered = text_order(chosen.fanout.candidates, chosen.ranking)
+        label = Fallback.DEADLINE.label() if deadline.fallback and not deadline.left_s() \
+            else "none"
+        return [_Fused(c.text, c.finish_reason or "stop", Usage(), label, logprobs=c.logprobs)
+                for c in distinct_choices(ordered, request.n)]
     best = chosen.top[0]
     selected = _Fused(best.text, best.finish_reason or "stop", Usage(), "none",
                       logprobs=best.logprobs)

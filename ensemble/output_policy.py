@@ -93,6 +93,16 @@ def text_order(candidates: Sequence[Candidate], ranking: Ranking | None) -> list
     return [candidates[i] for i in order if not candidates[i].tool_calls]
 
 
+def distinct_choices(ordered: Sequence[Candidate], n: int) -> list[Candidate]:
+    """``n`` answers from candidates best first: each distinct text once, in order, then from
+    the top again when there are fewer distinct texts than ``n``."""
+    first: dict[str, Candidate] = {}
+    for candidate in ordered:
+        first.setdefault(candidate.text, candidate)
+    distinct = list(first.values())
+    return [distinct[i % len(distinct)] for i in range(n)]
+
+
 def answer_error(text: str, params: SamplingParams) -> str | None:
     """Why a fused answer breaks ``response_format``, or None."""
     return output_error(text, params.response_format)

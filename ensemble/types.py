@@ -25,6 +25,9 @@ class ChatMessage:
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn that called tools
     tool_call_id: str | None = None  # a ``role: tool`` turn: the call it answers
+    # The content parts as sent (wire JSON) when they hold images; ``content`` is their text.
+    # Only vision backends are sent them (see ensemble.vision).
+    parts: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Mapping[str, Any] | None = None  # OpenAI's choice.logprobs, unchanged
     refusal: str | None = None
+    backend: str | None = None  # who answered, when a fallback chain could have used another
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class TextDelta:
     tool_calls: tuple[ToolCall, ...] = ()  # OpenAI delta pieces, each with its "index"
     logprobs: Mapping[str, Any] | None = None  # this chunk's choice.logprobs
     refusal: str | None = None
+    backend: str | None = None  # as for Completion
 
     @property
     def empty(self) -> bool:
@@ -214,6 +219,7 @@ class Choice:
     tool_calls: tuple[ToolCall, ...] = ()
     logprobs: Mapping[str, Any] | None = None
     refusal: str | None = None
+    backend: str | None = None  # as for Completion
 
 
 @dataclass(frozen=True)

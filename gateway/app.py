@@ -26,12 +26,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ensemble import BlendEngine, member_labels
+from ensemble.backends.embeddings import Embedders
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.errors import BlendError
 from ensemble.experiments import ExperimentRuntime
-from gateway import experiments, fusing, ranking, routes, ui
+from gateway import embeddings, experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
+from gateway.budgets import Budgets
 from gateway.completions import CompletionRequest
 from gateway.config import GatewayConfig, as_gateway_config
 from gateway.convert import RequestLimits
@@ -96,10 +98,13 @@ def _gateway_state(config: GatewayConfig, config_path: Path | None,
         config.served_model_ids(include_experiments=True), version=package_version(),
         members={m.id: member_labels(m) for m in config.models
                  if isinstance(m, EnsembleModelConfig)})
+    limits = RequestLimits.from_config(config)
     state = GatewayState(
         config=config, config_path=config_path, loading=loading,
-        drain=Drain(config.server.drain_grace_s), limits=RequestLimits.from_config(config),
-        api_keys=APIKeys.of(read_api_keys(config.server)), metrics=metrics)
+        drain=Drain(config.server.drain_grace_s), limits=limits,
+        api_keys=APIKeys.of(read_api_keys(config.server), config.server.keys_file),
+        metrics=metrics, embeddings=Embedders.of(config),
+        budgets=Budgets.of(config, metrics, limits, lambda: state.experiments))
     metrics.registry.register(ExperimentCollector(lambda: state.experiments))
     return state
 
@@ -120,6 +125,7 @@ def _lifespan(
         finally:
             if state.experiments is not None:
                 await state.experiments.aclose()
+            await state.embeddings.aclose()
             await loading.aclose()
 
     return lifespan
@@ -131,12 +137,14 @@ def _include_routers(app: FastAPI) -> None:
     app.include_router(responses_router.router)  # POST /v1/responses
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
     app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
+    app.include_router(embeddings.router)  # POST /v1/embeddings, passed through
     app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
     app.include_router(ui.router)  # /ui: dashboard and side-by-side playground
     document_bodies(app, {
         "/v1/chat/completions": ChatCompletionRequest,
         "/v1/completions": CompletionRequest,
         "/v1/responses": ResponsesRequest,
+        "/v1/embeddings": embeddings.EmbeddingRequest,
         "/v1/rank": ranking.RankRequest,
         "/v1/compare": ranking.CompareRequest,
         "/v1/rank/batch": ranking.RankBatchRequest,

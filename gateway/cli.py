@@ -31,6 +31,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
+from gateway.keys_cli import add_keys_parser, run_keys
 from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
 from gateway.state import state_of
 
@@ -46,6 +47,7 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blendgate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"blendgate {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_keys_parser(commands, settings.config, CONFIG_HELP)
     serve = commands.add_parser("serve", help="serve the OpenAI-compatible API")
     check = commands.add_parser(
         "check-config", help="validate a config and find what it names (as serve does, "
@@ -128,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     args = build_parser(settings).parse_args(argv)
     try:
+        if args.command == "keys":
+            return run_keys(args)
         config_path = args.config or default_config_path()
         config = load_config(config_path)
         if args.command == "check-config":

@@ -41,6 +41,12 @@ class ServerConfig(StrictModel):
     # whatever the request asks.
     allow_return_candidates: bool = True
     access_log: bool = True  # one line per request on the blendgate.access logger
+    # API keys with budgets, managed by ``blendgate keys`` (hashed at rest; see README). Used
+    # alongside ``api_keys``, whose keys have no budget.
+    keys_file: str | None = None
+    # Tokens a request reserves against its key's daily budget until its usage is known, when
+    # it sets no max_tokens (per choice; ensembles: per candidate, plus the fuser's answer).
+    key_reserve_tokens: int = Field(1024, ge=1)
 
     @model_validator(mode="after")
     def _default_within_limit(self) -> ServerConfig:

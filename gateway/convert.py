@@ -24,6 +24,7 @@ from ensemble.types import (
     ServedModel,
     Usage,
 )
+from ensemble.vision import image_refusals
 from gateway.config import GatewayConfig
 from gateway.protocol import (
     BlendCandidate,
@@ -38,13 +39,13 @@ from gateway.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     CompletionUsage,
+    ContentPart,
     ModelCard,
     ModelList,
     NamedToolChoice,
 )
 
 _UNSUPPORTED_PARTS = {
-    "image_url": "image",
     "input_audio": "audio",
     "file": "file",
 }
@@ -60,6 +61,8 @@ class RequestLimits:
     allow_return_candidates: bool = True  # server.allow_return_candidates
     # Candidates one choice costs, per served model (sum of members' samples; 1 otherwise).
     samples: Mapping[str, int] = field(default_factory=dict)
+    # Per served model: why it cannot take images, or None if it can (ensemble.vision).
+    images: Mapping[str, str | None] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> RequestLimits:
@@ -70,7 +73,7 @@ class RequestLimits:
         }
         server = config.server
         return cls(server.max_n, server.max_candidates, server.max_tokens_limit,
-                   server.allow_return_candidates, samples)
+                   server.allow_return_candidates, samples, image_refusals(config))
 
 
 # --------------------------------------------------------------------------- requests
@@ -89,9 +92,11 @@ def to_blend_request(request: ChatCompletionRequest, limits: RequestLimits) -> B
             f"this server allows {limits.max_candidates} per request.",
             param="n",
         )
+    messages = tuple(_to_message(m, i) for i, m in enumerate(request.messages))
+    _check_images(request.model, messages, limits)
     return BlendRequest(
         model=request.model,
-        messages=tuple(_to_message(m, i) for i, m in enumerate(request.messages)),
+        messages=messages,
         params=_to_params(request, limits.max_tokens_limit),
         n=request.n,
         return_candidates=bool(limits.allow_return_candidates and request.blend
@@ -138,6 +143,7 @@ def _to_message(message: ChatCompletionMessageParam, index: int) -> ChatMessage:
         raise InvalidParamsError("A message of role 'tool' needs tool_call_id.",
                                  param=f"messages[{index}].tool_call_id")
     calls = tuple(c.model_dump(exclude_none=True) for c in message.tool_calls or ())
+    parts: tuple[Mapping[str, Any], ...] = ()
     for j, call in enumerate(calls):
         try:
             json.loads(call["function"]["arguments"])
@@ -155,22 +161,45 @@ def _to_message(message: ChatCompletionMessageParam, index: int) -> ChatMessage:
     elif isinstance(content, str):
         text = content
     else:
-        text = "".join(_part_text(part.type, part.text, index, j) for j, part in enumerate(content))
+        text = "".join(_part_text(part, index, j) for j, part in enumerate(content))
+        if any(part.type == "image_url" for part in content):
+            # as the client sent them, to vision backends only (ensemble.vision)
+            parts = tuple(part.model_dump(exclude_none=True) for part in content)
     return ChatMessage(role=message.role, content=text, name=message.name, tool_calls=calls,
-                       tool_call_id=message.tool_call_id)
+                       tool_call_id=message.tool_call_id, parts=parts)
 
 
-def _part_text(kind: str, text: str | None, index: int, part: int) -> str:
-    param = f"messages[{index}].content[{part}]"
+def _part_text(part: ContentPart, index: int, position: int) -> str:
+    """The text a content part adds to ``ChatMessage.content`` (an image adds none)."""
+    param = f"messages[{index}].content[{position}]"
+    kind, text = part.type, part.text
     if kind == "text":
         if text is None:
             raise InvalidParamsError("A text content part needs 'text'.", param=param)
         return text
+    if kind == "image_url":
+        image = (part.model_extra or {}).get("image_url")
+        if not isinstance(image, dict) or not isinstance(image.get("url"), str):
+            raise InvalidParamsError("An image_url content part needs image_url.url.",
+                                     param=f"{param}.image_url")
+        return ""
     what = _UNSUPPORTED_PARTS.get(kind, f"'{kind}'")
     raise InvalidParamsError(
         f"{what} content parts are not supported: blendgate's members read text only.",
         param=param,
     )
+
+
+def _check_images(model: str, messages: tuple[ChatMessage, ...], limits: RequestLimits) -> None:
+    """400 at the first image when ``model`` cannot take images (see ``ensemble.vision``)."""
+    for i, message in enumerate(messages):
+        for j, part in enumerate(message.parts):
+            if part.get("type") != "image_url":
+                continue
+            reason = limits.images.get(model, f"model `{model}` does not take images")
+            if reason is not None:
+                raise InvalidParamsError(f"{reason}.", param=f"messages[{i}].content[{j}]")
+            return
 
 
 def _to_params(request: ChatCompletionRequest, max_tokens_limit: int | None) -> SamplingParams:
@@ -265,12 +294,24 @@ def to_chat_completion(
         )
         for c in result.choices
     ]
-    blend = with_experiment(
-        to_blend_info(result.report) if include_report and result.report else None, experiment)
+    backend = result.choices[0].backend if result.choices else None
+    blend = with_experiment(report_info(result.report, backend, include_report), experiment)
     return ChatCompletionResponse(
         id=completion_id, created=created, model=result.model, choices=choices,
         usage=to_usage(result.usage), blend=blend,
     )
+
+
+def report_info(report: BlendReport | None, backend: str | None,
+                 include_report: bool) -> BlendInfo | None:
+    """The ``blend`` field when the client asked for it: the ensemble's report, or which
+    backend of a fallback chain answered."""
+    if not include_report:
+        return None
+    blend = to_blend_info(report) if report is not None else None
+    if backend is not None:
+        blend = (blend or BlendInfo()).model_copy(update={"backend": backend})
+    return blend
 
 
 def with_experiment(blend: BlendInfo | None,

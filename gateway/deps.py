@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
 from ensemble.errors import InvalidParamsError
-from gateway.auth import check_api_key
+from gateway.auth import STATE_KEY, check_api_key
 from gateway.completions import CompletionRequest
 from gateway.convert import RequestLimits
 from gateway.errors import APIError, from_validation_error
@@ -53,9 +53,11 @@ async def require_api_key(request: Request, state: StateDep) -> None:
     check_api_key(state.api_keys, request)
 
 
-async def get_engine(state: StateDep) -> Engine:
-    """The engine once loaded; 503 with ``Retry-After`` while it loads (``gateway.loading``)."""
-    return state.loading.engine()
+async def get_engine(request: Request, state: StateDep) -> Engine:
+    """The engine once loaded; 503 with ``Retry-After`` while it loads (``gateway.loading``).
+    A keys-file key's requests reserve and settle their tokens (``gateway.budgets``)."""
+    return state.budgets.engine_for(getattr(request.state, STATE_KEY, None),
+                                    state.loading.engine())
 
 
 async def get_limits(state: StateDep) -> RequestLimits:

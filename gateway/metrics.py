@@ -107,6 +107,7 @@ class GatewayMetrics:
             "blendgate_stage_duration_seconds", "Time spent in each ensemble stage.",
             ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self._add_proxy_counters()
         for model in self._served:
             self.prompt_tokens.labels(model)
             self.completion_tokens.labels(model)
@@ -114,6 +115,23 @@ class GatewayMetrics:
             for member in labels:
                 for error_type in MEMBER_FAILURE_TYPES:
                     self.member_failures.labels(self.model_label(model), member, error_type)
+
+    def _add_proxy_counters(self) -> None:
+        """Fallback answers by backend, and the requests and tokens of keys-file keys."""
+        self.backend_answers = Counter(
+            "blendgate_backend_answers", "Answers of single models with fallbacks, by the "
+            "backend that answered (a fallback answered when it is not the first).",
+            ["model", "backend"], registry=self.registry,
+        )
+        self.key_requests = Counter(
+            "blendgate_key_requests", "Requests of budgeted API keys (label: the key's name): "
+            "admitted, limited_requests or limited_tokens.", ["key", "outcome"],
+            registry=self.registry,
+        )
+        self.key_tokens = Counter(
+            "blendgate_key_tokens", "Tokens used by budgeted API keys (ensembles: every member "
+            "and the fuser).", ["key"], registry=self.registry,
+        )
 
     def model_label(self, model: str | None) -> str:
         """Served ids only: a client must not be able to create label values at will."""
@@ -128,6 +146,17 @@ class GatewayMetrics:
         label = self.model_label(model)
         self.prompt_tokens.labels(label).inc(usage.prompt_tokens)
         self.completion_tokens.labels(label).inc(usage.completion_tokens)
+
+    def observe_backend(self, model: str, backend: str) -> None:
+        """``backend`` is a configured backend's name (from the engine), never client text."""
+        self.backend_answers.labels(self.model_label(model), backend).inc()
+
+    def observe_key_request(self, key: str, outcome: str) -> None:
+        """``key`` is a key's name from the keys file, never the key."""
+        self.key_requests.labels(key, outcome).inc()
+
+    def observe_key_tokens(self, key: str, tokens: int) -> None:
+        self.key_tokens.labels(key).inc(tokens)
 
     def observe_first_token(self, model: str, seconds: float) -> None:
         self.first_token.labels(self.model_label(model)).observe(seconds)

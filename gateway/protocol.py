@@ -289,6 +289,7 @@ class BlendInfo(BaseModel):
     timings: BlendTimings | None = None
     usage: list[BlendUsage] = Field(default_factory=list)  # the response's usage, per part
     experiment: BlendExperiment | None = None
+    backend: str | None = None  # a single model with fallbacks: the backend that answered
 
 
 class ChatCompletionResponse(_WireModel):

@@ -36,6 +36,8 @@ from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
 from gateway.state import GatewayState
 from gateway.streaming import ChunkHeader, cancel_on_disconnect, open_stream, to_chunks
 
+BACKEND_HEADER = "x-blendgate-backend"  # which backend of a fallback chain answered
+
 public = APIRouter()
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
@@ -131,6 +133,9 @@ async def chat_completions(
         started = time.perf_counter()
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
         observe_answer(request, metrics, result.model, result.usage, result.report)
+        if result.choices and (backend := result.choices[0].backend) is not None:
+            headers[BACKEND_HEADER] = backend
+            metrics.observe_backend(body.model, backend)
         response = to_chat_completion(
             result, completion_id=completion_id, created=created,
             include_report=blend_request.return_candidates,
@@ -147,6 +152,13 @@ async def chat_completions(
     requested = time.perf_counter()
     events = _on_first_token(engine.stream(blend_request), lambda: metrics.observe_first_token(
         body.model, time.perf_counter() - requested))
+    answered_by: list[str] = []  # the backend of a fallback chain that answered, once known
+
+    def on_backend(name: str) -> None:
+        answered_by.append(name)
+        metrics.observe_backend(body.model, name)
+
+    events = _on_backend(events, on_backend)
     if runtime is not None:
         events = StreamRecorder(runtime, completion_id, blend_request, assignment).follow(events)
     chunks = to_chunks(
@@ -160,6 +172,8 @@ async def chat_completions(
     stream = await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
     stream.headers.update(headers)
+    if answered_by:  # known when the first token came before the headers (open_stream waits)
+        stream.headers[BACKEND_HEADER] = answered_by[0]
     return stream
 
 
@@ -173,6 +187,21 @@ async def _on_first_token(
             if waiting and isinstance(event, TextDelta) and event.text:
                 waiting = False
                 first()
+            yield event
+    finally:
+        await aclose_shielded(events)
+
+
+async def _on_backend(
+    events: AsyncIterator[TextDelta | StreamEnd], known: Callable[[str], None]
+) -> AsyncGenerator[TextDelta | StreamEnd, None]:
+    """``events``, calling ``known(backend)`` at the first delta that names its backend."""
+    waiting = True
+    try:
+        async for event in events:
+            if waiting and isinstance(event, TextDelta) and event.backend is not None:
+                waiting = False
+                known(event.backend)
             yield event
     finally:
         await aclose_shielded(events)

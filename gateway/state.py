@@ -13,8 +13,10 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from ensemble.backends.embeddings import Embedders
 from ensemble.experiments import ExperimentRuntime
 from gateway.auth import APIKeys
+from gateway.budgets import Budgets
 from gateway.config import GatewayConfig
 from gateway.convert import RequestLimits
 from gateway.drain import Drain
@@ -33,6 +35,8 @@ class GatewayState:
     limits: RequestLimits
     api_keys: APIKeys
     metrics: GatewayMetrics
+    budgets: Budgets  # per-key limits of keys-file keys
+    embeddings: Embedders  # POST /v1/embeddings
     experiments: ExperimentRuntime | None = None  # set by the lifespan once the engine is ready
 
     def attach(self, app: Starlette) -> None:

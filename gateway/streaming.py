@@ -3,7 +3,8 @@
 ``to_chunks`` turns engine events into ``chat.completion.chunk`` models; ``open_stream``
 sends any chunk iterator (chat, legacy completions, Responses events, ``/v1/fuse``) as SSE.
 
-Stream discipline (as OpenAI and vLLM do it): each chunk is one ``data:`` line; an exception
+Stream discipline (as OpenAI and vLLM do it): each chunk is one ``data:`` line (the Responses
+API's also an ``event:`` line naming its type, ``named_events``); an exception
 inside the stream becomes ONE error event ``data: {"error": {...}}``; ``data: [DONE]`` is
 always the last line.
 
@@ -35,7 +36,7 @@ from starlette.requests import Request
 from ensemble import plain_json
 from ensemble.concurrency import aclose_shielded, cancel_and_wait
 from ensemble.types import StreamEnd, TextDelta
-from gateway.convert import to_blend_info, to_usage, with_experiment
+from gateway.convert import report_info, to_usage, with_experiment
 from gateway.drain import DRAIN_MARGIN_S, Drain, request_cut
 from gateway.errors import to_api_error
 from gateway.protocol import (
@@ -101,17 +102,18 @@ async def to_chunks(
     ``events``, so the engine stops generating.
     """
     opened: set[int] = set()
+    backend: str | None = None  # who answered, from a fallback chain's deltas
     try:
         async for event in events:
             if isinstance(event, StreamEnd):
                 on_end(event)
-                blend = with_experiment(
-                    to_blend_info(event.report) if include_report and event.report else None,
-                    experiment)
+                blend = with_experiment(report_info(event.report, backend, include_report),
+                                        experiment)
                 if include_usage or blend is not None:
                     usage = to_usage(event.usage) if include_usage else None
                     yield header.chunk([], usage=usage, blend=blend)
                 return
+            backend = backend or event.backend
             if event.index not in opened:
                 opened.add(event.index)
                 yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))
@@ -160,11 +162,13 @@ async def open_stream(
     on_done: Callable[[int], None],
     *,
     early_error_wait_s: float = EARLY_ERROR_WAIT_S,
+    named_events: bool = False,
 ) -> EventSourceResponse:
     """An SSE response for ``chunks``. Raises instead if they fail within the wait.
 
     ``on_done(status)`` is called when the stream ends: 200, the status of the error that cut
-    it short, or 499 when the client went away.
+    it short, or 499 when the client went away. ``named_events``: each chunk's ``type`` also
+    goes in an ``event:`` line before its ``data:`` line, as OpenAI's Responses stream does.
     """
     first = asyncio.ensure_future(_next_or_none(chunks))
     try:
@@ -177,7 +181,7 @@ async def open_stream(
         first.result()  # raises the early error
     drain = _drain(request)
     return EventSourceResponse(
-        _events(first, chunks, on_done, drain),
+        _events(first, chunks, on_done, drain, named_events),
         sep="\n",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         # sse-starlette cancels streams (no error event, no [DONE]) once the server stops,
@@ -209,15 +213,16 @@ async def _events(
     rest: AsyncGenerator[BaseModel, None],
     on_done: Callable[[int], None],
     drain: Drain | None,
+    named: bool = False,
 ) -> AsyncIterator[ServerSentEvent]:
     status = 200
     try:
         with request_cut(drain) as cut:  # the drain deadline raises ServerShuttingDown here
             head = await cut.step(first)
             if head is not None:
-                yield _data(head.model_dump_json())
+                yield _data(head.model_dump_json(), _name(head) if named else None)
                 while (chunk := await cut.step(anext(rest, None))) is not None:
-                    yield _data(chunk.model_dump_json())
+                    yield _data(chunk.model_dump_json(), _name(chunk) if named else None)
     except (asyncio.CancelledError, GeneratorExit):
         status = CLIENT_CLOSED
         raise
@@ -235,5 +240,10 @@ async def _events(
     yield _data(DONE)
 
 
-def _data(payload: str) -> ServerSentEvent:
-    return ServerSentEvent(data=payload)
+def _data(payload: str, event: str | None = None) -> ServerSentEvent:
+    return ServerSentEvent(data=payload, event=event)
+
+
+def _name(chunk: BaseModel) -> str | None:
+    kind = getattr(chunk, "type", None)
+    return kind if isinstance(kind, str) else None

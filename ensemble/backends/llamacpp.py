@@ -55,6 +55,7 @@ from ensemble.concurrency import LoadOnce, ThreadFeed
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendProtocolError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
+from ensemble.vision import refuse_images
 
 DEFAULT_MAX_TOKENS = 128
 _PROMPT_CACHE_MIB = 256
@@ -143,6 +144,7 @@ class LlamaCppBackend:
     async def stream(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int = 1
     ) -> AsyncIterator[TextDelta]:
+        refuse_images(self.name, messages)  # no multimodal projector is loaded
         params = fit_tools(params, self._cfg.max_tools_chars, backend=self.name)
         schema = forced_call_schema(params)
         if schema is None:

@@ -49,6 +49,7 @@ from ensemble.errors import (
     OverloadedError,
 )
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
+from ensemble.vision import refuse_images
 
 _TRANSPORT_ERRORS: tuple[tuple[type[Exception], type[BackendError]], ...] = (
     (httpx.TimeoutException, BackendTimeout),
@@ -74,11 +75,16 @@ def map_upstream_errors(backend: str) -> Iterator[None]:
         raise  # unreachable: TransportError is the last row
 
 
-def chat_completions_url(base_url: str) -> str:
+def api_url(base_url: str, path: str) -> str:
+    """``{base_url}/v1/{path}``, whether or not ``base_url`` ends in ``/v1``."""
     base = base_url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"
-    return base + "/chat/completions"
+    return f"{base}/{path}"
+
+
+def chat_completions_url(base_url: str) -> str:
+    return api_url(base_url, "chat/completions")
 
 
 UPSTREAM_KEEPALIVE_EXPIRY_S = 2.0
@@ -136,7 +142,7 @@ class OpenAICompatBackend:
             with map_upstream_errors(self.name):
                 response = await self._client.post(self._url, json=body, headers=self._headers)
                 if response.status_code >= 400:
-                    raise self._status_error(response.status_code, response.text)
+                    raise status_error(self.name, response.status_code, response.text)
                 return parse_completion(response.json(), backend=self.name)
 
     @contextlib.asynccontextmanager
@@ -175,7 +181,7 @@ class OpenAICompatBackend:
                 ) as response:
                     if response.status_code >= 400:
                         text = (await response.aread()).decode("utf-8", "replace")
-                        raise self._status_error(response.status_code, text)
+                        raise status_error(self.name, response.status_code, text)
                     done = False
                     async for data in sse_data(response.aiter_lines()):
                         if data.strip() == "[DONE]":
@@ -195,18 +201,23 @@ class OpenAICompatBackend:
     def _body(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int, *, stream: bool
     ) -> dict[str, Any]:
+        if not self._cfg.vision:
+            refuse_images(self.name, messages)
         params = fit_tools(params, self._cfg.max_tools_chars, backend=self.name)
         return chat_request_body(
             messages, params, n, model=self._cfg.model, defaults=self._cfg.params, stream=stream)
 
-    def _status_error(self, status: int, text: str) -> BackendStatusError:
-        try:
-            data: Any = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        message = error_message(data, text.strip()[:300] or "(empty body)")
-        return BackendStatusError(f"upstream HTTP {status}: {message}", backend=self.name,
-                                  status=status, detail=message)
+
+
+def status_error(backend: str, status: int, text: str) -> BackendStatusError:
+    """An upstream's HTTP error, with its own message when it sent OpenAI's error shape."""
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    message = error_message(data, text.strip()[:300] or "(empty body)")
+    return BackendStatusError(f"upstream HTTP {status}: {message}", backend=backend,
+                              status=status, detail=message)
 
 
 def auth_headers(api_key_env: str | None) -> dict[str, str]:

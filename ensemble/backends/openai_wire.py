@@ -116,7 +116,8 @@ def chat_request_body(
 
 
 def _message_json(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    content: Any = plain_json(message.parts) if message.parts else message.content
+    out: dict[str, Any] = {"role": message.role, "content": content}
     if message.name is not None:
         out["name"] = message.name
     if message.tool_calls:

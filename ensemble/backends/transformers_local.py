@@ -34,6 +34,7 @@ from ensemble.concurrency import LoadOnce, ThreadFeed
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
+from ensemble.vision import refuse_images
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -123,6 +124,7 @@ class TransformersBackend:
     ) -> AsyncIterator[TextDelta]:
         if n < 1:
             raise BackendStatusError(f"n must be >= 1, got {n}", backend=self.name, status=400)
+        refuse_images(self.name, messages)  # a text model: its chat template drops images
         gen_kwargs = self._generate_kwargs(params.merged(self._cfg.params), n)
         loaded = await self._model.get()
         decoders = [_IncrementalDecoder(loaded.tokenizer, loaded.eos_ids) for _ in range(n)]

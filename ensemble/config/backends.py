@@ -27,6 +27,10 @@ class OpenAIBackendConfig(StrictModel):
     # Tool definitions longer than this (JSON characters) are not sent when the model may
     # answer in text anyway (tool_choice auto/absent); None sends them all (see README).
     max_tools_chars: int | None = Field(None, ge=0)
+    vision: bool = False  # reads image_url content parts (they reach it unchanged)
+    # Also serves POST /v1/embeddings under this backend's name (llama.cpp --embedding, vLLM
+    # embedding models, OpenAI); ``model`` is sent upstream.
+    embeddings: bool = False
 
 
 class ChunkedModelConfig(StrictModel):

@@ -62,12 +62,25 @@ class EnsembleModelConfig(StrictModel):
     on_deadline: Literal["error", "best_candidate"] = "error"
     tools: ToolPolicyConfig = Field(default_factory=ToolPolicyConfig)
     tasks: TaskRoutingConfig | None = None  # background tasks to one backend, not the ensemble
+    # A request with image_url parts: "reject" answers 400 unless every member is vision-capable;
+    # "drop_members" asks only the vision-capable members (the dropped ones are reported).
+    images: Literal["reject", "drop_members"] = "reject"
+
+
+# Failures before the first token that move a single model's request to its next fallback
+# backend: connection refused/reset, a timeout, an HTTP 5xx, an HTTP 429, a connection dropped
+# before the first token, the backend's own queue full. A client error (other 4xx) never does.
+FallbackTrigger = Literal["connect", "timeout", "5xx", "429", "dropped", "overloaded"]
+ALL_FALLBACK_TRIGGERS: tuple[FallbackTrigger, ...] = (
+    "connect", "timeout", "5xx", "429", "dropped", "overloaded")
 
 
 class SingleModelConfig(StrictModel):
     type: Literal["single"] = "single"
     id: str
     backend: str
+    fallbacks: list[str] = Field(default_factory=list)  # tried in order after ``backend``
+    fallback_on: list[FallbackTrigger] = Field(default_factory=lambda: [*ALL_FALLBACK_TRIGGERS])
     # Bounds the whole request, every streamed token included: 504 `deadline_exceeded`, or
     # mid-stream one error event. None: only the backend's timeout_s, per read.
     deadline_s: float | None = Field(None, gt=0)

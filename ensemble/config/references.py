@@ -24,7 +24,7 @@ def model_backends(model: ModelConfig) -> list[str]:
     """Every backend a served model calls: members (or its one backend), the LLM fuser or a
     GenFuser's fallback, an llm_judge ranker chain, the background-task backend."""
     if not isinstance(model, EnsembleModelConfig):
-        return [model.backend]
+        return [model.backend, *model.fallbacks]
     names = [m.backend for m in model.members]
     llm = llm_fuser(model.fuser)
     if llm is not None:

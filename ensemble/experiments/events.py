@@ -75,4 +75,15 @@ class EvalAnswer:
     created_at: float = field(default_factory=time.time)
 
 
-Event = CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer
+@dataclass(frozen=True)
+class KeyUsageEvent:
+    """The tokens one request of a budgeted API key used (``key`` is the key's name)."""
+
+    key: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: float = field(default_factory=time.time)
+
+
+Event = CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer | KeyUsageEvent

@@ -34,4 +34,5 @@ async def create_response(
         engine.stream(blend_request), frame,
         on_end=lambda end: observe_answer(request, metrics, body.model, end.usage, end.report))
     return await open_stream(
-        request, events, lambda status: setattr(request.state, STATE_STATUS, status))
+        request, events, lambda status: setattr(request.state, STATE_STATUS, status),
+        named_events=True)

@@ -3,6 +3,8 @@ and the request bodies in /openapi.json (scripted engine, no model)."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -97,6 +99,19 @@ def test_responses_streamed_events(server_url: str) -> None:
     assert "".join(deltas) == "blended answer number 0"
     final = events[-1].response  # type: ignore[union-attr]
     assert final.output_text == "blended answer number 0" and final.usage is not None
+
+
+def test_responses_stream_names_each_event(server_url: str) -> None:
+    """``event: <type>`` before each ``data:`` line, as OpenAI's Responses stream sends."""
+    with httpx.stream("POST", f"{server_url}/v1/responses", json={
+            "model": ENSEMBLE, "input": "Hi", "stream": True}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    pairs = [(lines[i - 1], line) for i, line in enumerate(lines)
+             if line.startswith("data: ") and line != "data: [DONE]"]
+    assert pairs and all(
+        name == f"event: {json.loads(data.removeprefix('data: '))['type']}"
+        for name, data in pairs)
+    assert pairs[0][0] == "event: response.created"
 
 
 async def test_responses_unsupported_state(http: httpx.AsyncClient) -> None:

@@ -34,6 +34,7 @@ from ensemble.experiments.events import (
     EvalAnswer,
     Event,
     FeedbackEvent,
+    KeyUsageEvent,
     VerdictEvent,
 )
 from ensemble.experiments.store.migrate import upgrade_to_head
@@ -47,6 +48,7 @@ from ensemble.experiments.store.schema import (
     CompletionRow,
     EvalAnswerRow,
     FeedbackRow,
+    KeyUsageRow,
     VerdictRow,
 )
 
@@ -57,6 +59,7 @@ _TABLES: dict[type, Table] = {
     VerdictEvent: VerdictRow.__table__,  # type: ignore[dict-item]
     FeedbackEvent: FeedbackRow.__table__,  # type: ignore[dict-item]
     EvalAnswer: EvalAnswerRow.__table__,  # type: ignore[dict-item]
+    KeyUsageEvent: KeyUsageRow.__table__,  # type: ignore[dict-item]
 }
 _RECENT = 10_000  # completions remembered in memory for feedback that arrives before the write
 
@@ -263,6 +266,14 @@ class ExperimentStore:
             for row in await self._read(query):
                 found[row.key] = EvalAnswer(**row._asdict())
         return found
+
+    async def key_usage(self, since: float) -> list[tuple[str, int, int, int]]:
+        """(key name, requests, prompt_tokens, completion_tokens) of each API key since then."""
+        table = KeyUsageRow.__table__
+        query = select(table.c.key, func.count(), func.sum(table.c.prompt_tokens),
+                       func.sum(table.c.completion_tokens)).where(
+            table.c.created_at >= since).group_by(table.c.key).order_by(table.c.key)
+        return [tuple(row) for row in await self._read(query)]  # type: ignore[misc]
 
     async def _read(self, query: Any) -> Any:
         try:
