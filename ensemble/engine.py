@@ -408,8 +408,7 @@ async def _answer(
     params = request.params.without_tools()
     json_mode = wants_json(params)
     if json_mode and ens.cfg.fuser.type != "llm":
-        kind = ens.cfg.fuser.type
-        label = "none" if kind == "none" else Fallback.FORMAT_UNSUPPORTED.label(subject=kind)
+        label = Fallback.FORMAT_UNSUPPORTED.label(subject=ens.cfg.fuser.type)
         return [replace(selected, fuser=label)] * request.n
     try:
         async with deadline.bound("fusing"):
