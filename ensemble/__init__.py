@@ -16,6 +16,7 @@ deeper (tests/test_architecture.py holds the gateway to it):
 # The documented public submodules (see above); anything else is internal.
 PUBLIC_SUBMODULES = ("concurrency", "config", "errors", "experiments", "ray_serve", "types")
 
+from ensemble.backends.embeddings import Embedders
 from ensemble.backends.factory import with_default_max_tokens
 from ensemble.backends.openai_wire import merge_tool_call_deltas, plain_json
 from ensemble.builder import member_labels
@@ -63,6 +64,7 @@ from ensemble.types import (
     TextDelta,
     Usage,
 )
+from ensemble.vision import image_refusals
 
 __all__ = [
     "PUBLIC_SUBMODULES",
@@ -85,6 +87,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "DeadlineExceeded",
+    "Embedders",
     "Fuser",
     "FuserError",
     "FuserRejected",
@@ -107,6 +110,7 @@ __all__ = [
     "Usage",
     "check_resources",
     "find_problems",
+    "image_refusals",
     "load_config",
     "member_labels",
     "merge_tool_call_deltas",

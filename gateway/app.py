@@ -25,8 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ensemble import BlendEngine, member_labels
-from ensemble.backends.embeddings import Embedders
+from ensemble import BlendEngine, Embedders, member_labels
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
 from ensemble.errors import BlendError
 from ensemble.experiments import ExperimentRuntime

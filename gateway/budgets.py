@@ -23,10 +23,9 @@ from collections import deque
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 
+from ensemble import Ranker
 from ensemble.concurrency import closing
-from ensemble.experiments.events import KeyUsageEvent
-from ensemble.experiments.runtime import ExperimentRuntime
-from ensemble.rankers.base import Ranker
+from ensemble.experiments import ExperimentRuntime, KeyUsageEvent
 from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta, Usage
 from gateway.config import GatewayConfig
 from gateway.convert import RequestLimits

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble import plain_json, schema_error
+from ensemble import image_refusals, plain_json, schema_error
 from ensemble.config import EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
 from ensemble.types import (
@@ -24,7 +24,6 @@ from ensemble.types import (
     ServedModel,
     Usage,
 )
-from ensemble.vision import image_refusals
 from gateway.config import GatewayConfig
 from gateway.protocol import (
     BlendCandidate,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
-from ensemble.backends.embeddings import Embedders
+from ensemble import Embedders
 from ensemble.experiments import ExperimentRuntime
 from gateway.auth import APIKeys
 from gateway.budgets import Budgets

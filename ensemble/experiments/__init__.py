@@ -16,6 +16,7 @@ Nothing here imports the HTTP layer.
 
 from typing import TYPE_CHECKING
 
+from ensemble.experiments.events import KeyUsageEvent
 from ensemble.experiments.runtime import (
     Assignment,
     ExperimentRuntime,
@@ -29,6 +30,7 @@ __all__ = [
     "Assignment",
     "EvalOptions",
     "ExperimentRuntime",
+    "KeyUsageEvent",
     "Served",
     "StoreDisabledError",
     "StoreUnavailable",
