@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ensemble.concurrency import aclose_shielded
 from ensemble.errors import UnknownModelError
-from ensemble.experiments import Served
+from ensemble.experiments import Assignment, ExperimentRuntime, Served
 from ensemble.types import ServedModel, StreamEnd, TextDelta
 from gateway import completions
 from gateway.access import STATE_COMPLETION_ID, observe_answer
@@ -32,7 +32,7 @@ from gateway.deps import (
 from gateway.experiments import StreamRecorder, arm_headers, experiment_info, sticky_key
 from gateway.loading import Engine
 from gateway.metrics import STATE_MODEL, STATE_STATUS
-from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
+from gateway.protocol import ChatCompletionRequest, ChatCompletionResponse, ModelCard, ModelList
 from gateway.state import GatewayState
 from gateway.streaming import ChunkHeader, cancel_on_disconnect, open_stream, to_chunks
 
@@ -119,12 +119,7 @@ async def chat_completions(
 ) -> Response:
     setattr(request.state, STATE_MODEL, body.model)
     runtime = gateway.experiments
-    # A request to an experiment id is served by the arm its user is assigned to.
-    assignment = (runtime.assign(body.model, sticky_key(runtime, body.model, body.user,
-                                                         request.headers))
-                  if runtime else None)
-    if assignment is not None:
-        body = body.model_copy(update={"model": assignment.model})
+    body, assignment = _assigned(runtime, body, request)
     blend_request = to_blend_request(body, limits)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     setattr(request.state, STATE_COMPLETION_ID, completion_id)
@@ -175,6 +170,20 @@ async def chat_completions(
     if answered_by:  # known when the first token came before the headers (open_stream waits)
         stream.headers[BACKEND_HEADER] = answered_by[0]
     return stream
+
+
+def _assigned(
+    runtime: ExperimentRuntime | None, body: ChatCompletionRequest, request: Request
+) -> tuple[ChatCompletionRequest, Assignment | None]:
+    """``body`` as the arm its user is assigned to serves it, when it names an experiment id;
+    else ``body`` itself and no assignment."""
+    if runtime is None:
+        return body, None
+    assignment = runtime.assign(body.model, sticky_key(runtime, body.model, body.user,
+                                                       request.headers))
+    if assignment is None:
+        return body, None
+    return body.model_copy(update={"model": assignment.model}), assignment
 
 
 async def _on_first_token(
