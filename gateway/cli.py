@@ -1,4 +1,4 @@
-"""``blendgate serve | check-config | eval``.
+"""``blendgate serve | check-config | eval`` (and the training subcommands, training_cli.py).
 
 Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: model files,
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
@@ -31,6 +31,7 @@ from gateway.errors import APIError
 from gateway.experiments import reload_experiments
 from gateway.loading import EngineLoading
 from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
+from gateway.training_cli import TRAINING_COMMANDS, add_training_commands, run_training_command
 
 EXIT_CONFIG = 2
 logger = logging.getLogger("blendgate")
@@ -99,6 +100,7 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"),
                           help="output directory (default eval-out)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_training_commands(commands)
     return parser
 
 
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     args = build_parser(settings).parse_args(argv)
     try:
+        if args.command in TRAINING_COMMANDS:  # no gateway config needed
+            return run_training_command(args)
         config_path = args.config or default_config_path()
         config = load_config(config_path)
         if args.command == "check-config":

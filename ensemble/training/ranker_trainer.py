@@ -1,0 +1,186 @@
+"""``blendgate train-ranker``: PairRM training on transformers' ``Trainer``.
+
+The original's objective and sampling (spec 1.5): per example, ``min(num_pos, num_neg)``
+candidate pairs (``all_pair`` or ``top_bottom``), each pair's order flipped with probability
+0.5, loss ``-log sigmoid(sign(score_l - score_r) * logit)``. Held-out rows are every ordered pair
+of the held-out examples (both orders, no sampling), evaluated at the end of each epoch (and
+when the CPU budget stops the run): ``eval_loss`` and ``eval_pair_accuracy``.
+
+Files under ``out``: the trained ranker in PairRM-hf's layout (``ranker_backbone``),
+``metrics.jsonl`` (every log record), and ``trainer/checkpoint-N`` (weights, optimizer,
+scheduler, RNG and callback state) from which ``--resume`` continues. fp32 on CPU, bf16
+autocast on CUDA; ``threads`` torch threads (default 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ensemble.experiments.evaluation.datasets import data_dir
+from ensemble.rankers.pairrm.model import PairRMModel
+from ensemble.training.callbacks import CpuBudget, MetricsLog
+from ensemble.training.examples import RankingExample
+from ensemble.training.objective import instructgpt_loss, pair_accuracy
+from ensemble.training.preference_sets import DEFAULT_METRICS, load_examples
+from ensemble.training.ranker_backbone import prepare_ranker, save_ranker
+from ensemble.training.ranker_data import EpochClock, PairCollator, RankingDataset
+from ensemble.training.sampling import SamplingMode
+
+logger = logging.getLogger(__name__)
+
+
+class TrainRankerOptions(BaseModel):
+    """Everything ``train-ranker`` takes (the CLI flags, one to one)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: str  # --from: a PairRM checkpoint or an encoder (hub id or directory)
+    data: str  # comma-separated set names / JSONL files (preference_sets)
+    out: Path
+    eval_data: str | None = None  # default: eval_fraction of ``data``, held out
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    data_dir: str | None = None
+    metrics: tuple[str, ...] = DEFAULT_METRICS  # MixInstruct score metrics
+    limit: int | None = Field(None, ge=1)  # a seeded sample of N training examples
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(4, ge=1)  # examples per step (each gives up to min(pos, neg) rows)
+    eval_batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    learning_rate: float = Field(2e-5, gt=0)
+    warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps
+    weight_decay: float = Field(0.0, ge=0)
+    sampling: SamplingMode = "all_pair"
+    num_pos: int = Field(5, ge=1)
+    num_neg: int = Field(5, ge=1)
+    source_max_length: int | None = Field(None, ge=8)
+    candidate_max_length: int | None = Field(None, ge=8)
+    drop_out: float = Field(0.05, ge=0, lt=1)  # a new head's dropout (checkpoints keep theirs)
+    seed: int = 42
+    threads: int = Field(1, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(100, ge=1)
+    resume: bool = False
+    cpu_budget_min: float | None = Field(None, gt=0)
+    progress: bool = True
+    cache_dir: str | None = None
+
+
+class PairwiseObjective(nn.Module):
+    """What ``Trainer`` trains: the PairRM network with the instructgpt loss attached."""
+
+    def __init__(self, ranker: PairRMModel) -> None:
+        super().__init__()
+        self.ranker = ranker
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        logits = self.ranker(input_ids, attention_mask)  # [B] float32
+        if labels is None:
+            return {"logits": logits}
+        return {"loss": instructgpt_loss(logits, labels), "logits": logits}
+
+
+def split_examples(examples: Sequence[RankingExample], fraction: float, seed: int,
+                   ) -> tuple[list[RankingExample], list[RankingExample]]:
+    """(train, held-out): a seeded shuffle, the first ``fraction`` held out."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(order) * fraction)
+    held = sorted(order[:cut])
+    kept = sorted(order[cut:])
+    return [examples[i] for i in kept], [examples[i] for i in held]
+
+
+def load_splits(options: TrainRankerOptions) -> tuple[list[RankingExample], list[RankingExample]]:
+    directory = data_dir(options.data_dir)
+    examples = load_examples(options.data, directory, metrics=options.metrics)
+    if options.eval_data:
+        train = examples
+        held = load_examples(options.eval_data, directory, metrics=options.metrics)
+    else:
+        train, held = split_examples(examples, options.eval_fraction, options.seed)
+    if options.limit is not None and options.limit < len(train):
+        rng = random.Random(options.seed + 1)
+        train = [train[i] for i in sorted(rng.sample(range(len(train)), options.limit))]
+    return train, held
+
+
+def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    logits = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1)
+    labels = np.asarray(prediction.label_ids, dtype=np.float64).reshape(-1)
+    return {"pair_accuracy": pair_accuracy(logits, labels)}
+
+
+def training_arguments(options: TrainRankerOptions, work_dir: Path,
+                       has_eval: bool) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=str(work_dir), num_train_epochs=options.epochs, max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.eval_batch_size,
+        gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
+        warmup_steps=options.warmup, weight_decay=options.weight_decay,
+        lr_scheduler_type="linear", logging_steps=options.logging_steps,
+        eval_strategy="epoch" if has_eval else "no", save_strategy="steps",
+        save_steps=options.save_steps, save_total_limit=2, seed=options.seed,
+        bf16=cuda, use_cpu=not cuda, dataloader_num_workers=0,
+        remove_unused_columns=False, label_names=["labels"], report_to=[],
+        disable_tqdm=not options.progress,
+    )
+
+
+def build_trainer(options: TrainRankerOptions) -> tuple[Trainer, Any]:
+    """The ``Trainer`` and the :class:`PairRM` it trains (shared weights)."""
+    torch.set_num_threads(options.threads)
+    pairrm = prepare_ranker(options.start, source_max_length=options.source_max_length,
+                            candidate_max_length=options.candidate_max_length,
+                            drop_out=options.drop_out, seed=options.seed,
+                            cache_dir=options.cache_dir)
+    train_examples, held_examples = load_splits(options)
+    train_set = RankingDataset(pairrm, train_examples)
+    held_set = RankingDataset(pairrm, held_examples, held_out=True) if held_examples else None
+    logger.info("train-ranker: %d training examples (%d indistinguishable at the row limits, "
+                "dropped), %d held out", len(train_set), train_set.dropped,
+                len(held_set) if held_set else 0)
+    if len(train_set) == 0:
+        raise ValueError("no training example has two candidates that differ in score")
+    options.out.mkdir(parents=True, exist_ok=True)
+    collate = PairCollator(pairrm, mode=options.sampling, num_pos=options.num_pos,
+                           num_neg=options.num_neg, seed=options.seed)
+    trainer = Trainer(
+        model=PairwiseObjective(pairrm.model),
+        args=training_arguments(options, options.out / "trainer", held_set is not None),
+        train_dataset=train_set, eval_dataset=held_set, data_collator=collate,
+        compute_metrics=compute_metrics,
+        callbacks=[EpochClock(collate.clock), MetricsLog(options.out / "metrics.jsonl"),
+                   CpuBudget(options.cpu_budget_min * 60 if options.cpu_budget_min else None)],
+    )
+    return trainer, pairrm
+
+
+def train_ranker(options: TrainRankerOptions) -> dict[str, Any]:
+    """Train (or resume), save the ranker under ``options.out``, return the last metrics."""
+    trainer, pairrm = build_trainer(options)
+    work_dir = options.out / "trainer"
+    checkpoint = get_last_checkpoint(str(work_dir)) if options.resume and work_dir.is_dir() else None
+    if options.resume and checkpoint is None:
+        logger.warning("train-ranker --resume: no checkpoint under %s; starting afresh", work_dir)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_state()
+    pairrm.model.eval()
+    save_ranker(pairrm, options.out)
+    evaluated = [r for r in trainer.state.log_history if "eval_loss" in r]
+    return {"train_loss": result.training_loss, "steps": trainer.state.global_step,
+            "eval": evaluated[-1] if evaluated else None, "out": str(options.out)}

@@ -1,0 +1,109 @@
+"""``blendgate train-ranker | train-fuser | export-preferences``: the training subcommands.
+
+Each subcommand is one small parser function and one runner; the work is in
+``ensemble.training``. They need no gateway config, so ``gateway.cli.main`` runs them before
+it loads one. Bad options print one line and exit with status 2, as config errors do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+TRAINING_COMMANDS = ("train-ranker", "train-fuser", "export-preferences")
+EXIT_USAGE = 2  # as gateway.cli's config errors
+
+
+def add_training_commands(commands: Any) -> None:
+    """Add the subcommands to ``commands`` (``ArgumentParser.add_subparsers()``)."""
+    add_train_ranker(commands)
+
+
+def run_training_command(args: argparse.Namespace) -> int:
+    """Run one subcommand; bad option values -> one line on stderr, status 2."""
+    from pydantic import ValidationError
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    runner = {"train-ranker": run_train_ranker}[args.command]
+    try:
+        return runner(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc']).replace('_', '-')}: "
+                             f"{e['msg']}" for e in exc.errors())
+        print(f"blendgate {args.command}: {problems}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _common_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer "
+                        "steps (default: the epochs decide)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--warmup", type=float, default=0.05, help="share of the steps")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--save-steps", type=int, default=100,
+                        help="checkpoint every N steps (for --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint under OUT/trainer")
+    parser.add_argument("--cpu-budget-min", type=float,
+                        help="stop (evaluate and save) after this much process CPU time, "
+                             "counting resumed runs")
+    parser.add_argument("--data-dir", help="the local data sets (default $BLENDGATE_EVAL_DATA, "
+                        "else ../shared/data)")
+    parser.add_argument("--limit", type=int, help="a seeded sample of N training examples")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_train_ranker(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train-ranker", help="train or fine-tune a PairRM ranker on preference pairs",
+        description="LLM-Blender's objective (instructgpt loss, both orders shuffled, "
+                    "num_pos/num_neg sampling) on transformers' Trainer. OUT gets the ranker "
+                    "in PairRM-hf's layout (load it with `type: pairrm, checkpoint: OUT`), "
+                    "metrics.jsonl and trainer/ checkpoints.")
+    parser.add_argument("--from", dest="start", required=True,
+                        help="a PairRM checkpoint to fine-tune, or an encoder (DeBERTa-v2/v3, "
+                             "BERT family) for a new head: hub id or directory")
+    parser.add_argument("--data", required=True,
+                        help="comma-separated: hh_rlhf, pandalm, reward_bench, autoj, hhh, or "
+                             "JSONL files (chosen/rejected pairs, MixInstruct records)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--eval-data", help="held-out sets (default: --eval-fraction of --data)")
+    parser.add_argument("--eval-fraction", type=float, default=0.05)
+    parser.add_argument("--metrics", default="bartscore",
+                        help="MixInstruct: comma-separated score metrics, averaged")
+    parser.add_argument("--sampling", choices=["all_pair", "top_bottom"], default="all_pair")
+    parser.add_argument("--num-pos", type=int, default=5)
+    parser.add_argument("--num-neg", type=int, default=5)
+    parser.add_argument("--source-max-length", type=int,
+                        help="default: the checkpoint's (1224 for PairRM; 128 for an encoder)")
+    parser.add_argument("--candidate-max-length", type=int,
+                        help="default: the checkpoint's (412 for PairRM; 128 for an encoder)")
+    parser.add_argument("--eval-batch-size", type=int, default=8)
+    _common_training_flags(parser)
+
+
+def run_train_ranker(args: argparse.Namespace) -> int:
+    from ensemble.training.ranker_trainer import TrainRankerOptions, train_ranker
+
+    options = TrainRankerOptions(
+        start=args.start, data=args.data, out=args.out, eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction, data_dir=args.data_dir,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+        limit=args.limit, epochs=args.epochs, max_steps=args.max_steps,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+        grad_accum=args.grad_accum, learning_rate=args.learning_rate or 2e-5,
+        warmup=args.warmup, sampling=args.sampling, num_pos=args.num_pos,
+        num_neg=args.num_neg, source_max_length=args.source_max_length,
+        candidate_max_length=args.candidate_max_length, seed=args.seed,
+        threads=args.threads, save_steps=args.save_steps, resume=args.resume,
+        cpu_budget_min=args.cpu_budget_min, progress=not args.no_progress)
+    print(json.dumps(train_ranker(options), indent=2, default=str))
+    return 0
