@@ -106,7 +106,8 @@ def load_pandalm(directory: Path) -> list[RankingExample]:
         if count < 2 or label not in (1, 2):
             continue
         prompt = "\n".join(p for p in (record["instruction"], record["input"]) if p)
-        first, second = record["response1"], record["response2"]
+        # A few responses are JSON literals (true), not strings: PairRM reads their text.
+        first, second = str(record["response1"]), str(record["response2"])
         chosen, rejected = (first, second) if label == 1 else (second, first)
         examples.append(single_turn(prompt, chosen, rejected, "pandalm"))
     return examples

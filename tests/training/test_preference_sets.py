@@ -69,8 +69,11 @@ def test_unknown_sets_and_ties_are_handled(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not (SHARED / "hhh_alignment").is_dir(), reason="no local data sets")
 def test_local_sets_load_with_their_documented_sizes() -> None:
-    sizes = {name: len(load_examples(name, SHARED))
-             for name in ("hh_rlhf", "pandalm", "reward_bench", "autoj", "hhh")}
+    sets = {name: load_examples(name, SHARED)
+            for name in ("hh_rlhf", "pandalm", "reward_bench", "autoj", "hhh")}
+    sizes = {name: len(examples) for name, examples in sets.items()}
+    assert all(isinstance(text, str) for examples in sets.values() for e in examples
+               for text in (e.source, *e.candidates))
     # hh_rlhf: 2312 pairs, 5 whose two transcripts differ before the last turn;
     # PandaLM: the 894 non-tie majorities; Auto-J: 1392 less 373 ties.
     assert sizes == {"hh_rlhf": 2307, "pandalm": 894, "reward_bench": 2985, "autoj": 1019,
