@@ -1,5 +1,5 @@
 """``Trainer`` callbacks shared by train-ranker and train-fuser: a JSONL metrics log and a
-CPU-time budget that survives a resume."""
+CPU-time budget that counts resumed runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import ExportableState
+
+from ensemble.training.arguments import CommonTrainingOptions
 
 
 class MetricsLog(TrainerCallback):
@@ -32,14 +33,16 @@ class MetricsLog(TrainerCallback):
             handle.write(json.dumps(record) + "\n")
 
 
-class CpuBudget(TrainerCallback, ExportableState):
-    """Stops training once this run has used ``budget_s`` of process CPU time, counting the
-    time of the runs it resumed (saved in the checkpoint's trainer state). The stop step is
-    evaluated and saved like an epoch end."""
+class CpuBudget(TrainerCallback):
+    """Stops training once the run has used ``budget_s`` of process CPU time, counting the
+    runs it resumed: each checkpoint save records the CPU time so far in ``record``, and a
+    resumed run starts from that figure. The budget itself is this run's (a resume may raise
+    or lower it). The stop step is evaluated and saved like an epoch end."""
 
-    def __init__(self, budget_s: float | None = None) -> None:
+    def __init__(self, budget_s: float | None, record: Path, *, resumed: bool) -> None:
         self.budget_s = budget_s
-        self.used_before_s = 0.0  # CPU seconds of earlier runs (restored on resume)
+        self.record = record
+        self.used_before_s = _read_used(record) if resumed else 0.0
         self._start = time.process_time()
 
     def used_s(self) -> float:
@@ -52,6 +55,22 @@ class CpuBudget(TrainerCallback, ExportableState):
             control.should_evaluate = True
             control.should_save = True
 
-    def state(self) -> dict[str, Any]:
-        return {"args": {"budget_s": self.budget_s},
-                "attributes": {"used_before_s": self.used_s()}}
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: Any) -> None:
+        self.record.parent.mkdir(parents=True, exist_ok=True)
+        self.record.write_text(json.dumps({"step": state.global_step,
+                                           "cpu_s": round(self.used_s(), 1)}), encoding="utf-8")
+
+
+def _read_used(record: Path) -> float:
+    try:
+        return float(json.loads(record.read_text(encoding="utf-8"))["cpu_s"])
+    except (OSError, ValueError, KeyError):
+        return 0.0
+
+
+def common_callbacks(options: CommonTrainingOptions) -> list[TrainerCallback]:
+    """The metrics log (``OUT/metrics.jsonl``) and the budget (``OUT/trainer/cpu_used.json``)."""
+    budget = options.cpu_budget_min * 60 if options.cpu_budget_min else None
+    return [MetricsLog(options.out / "metrics.jsonl"),
+            CpuBudget(budget, options.out / "trainer" / "cpu_used.json", resumed=options.resume)]

@@ -17,19 +17,19 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
 from ensemble.experiments.evaluation.datasets import data_dir
 from ensemble.rankers.pairrm.model import PairRMModel
-from ensemble.training.callbacks import CpuBudget, MetricsLog
+from ensemble.training.arguments import CommonTrainingOptions, training_arguments
+from ensemble.training.callbacks import common_callbacks
 from ensemble.training.examples import RankingExample
 from ensemble.training.objective import instructgpt_loss, pair_accuracy
 from ensemble.training.preference_sets import DEFAULT_METRICS, load_examples
@@ -40,41 +40,20 @@ from ensemble.training.sampling import SamplingMode
 logger = logging.getLogger(__name__)
 
 
-class TrainRankerOptions(BaseModel):
+class TrainRankerOptions(CommonTrainingOptions):
     """Everything ``train-ranker`` takes (the CLI flags, one to one)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     start: str  # --from: a PairRM checkpoint or an encoder (hub id or directory)
     data: str  # comma-separated set names / JSONL files (preference_sets)
-    out: Path
     eval_data: str | None = None  # default: eval_fraction of ``data``, held out
     eval_fraction: float = Field(0.05, ge=0, lt=1)
-    data_dir: str | None = None
     metrics: tuple[str, ...] = DEFAULT_METRICS  # MixInstruct score metrics
-    limit: int | None = Field(None, ge=1)  # a seeded sample of N training examples
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(-1, ge=-1)  # -1: the epochs decide; 0: save the start untrained
-    batch_size: int = Field(4, ge=1)  # examples per step (each gives up to min(pos, neg) rows)
-    eval_batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    learning_rate: float = Field(2e-5, gt=0)
-    warmup: float = Field(0.05, ge=0, lt=1)  # share of the steps
-    weight_decay: float = Field(0.0, ge=0)
     sampling: SamplingMode = "all_pair"
     num_pos: int = Field(5, ge=1)
     num_neg: int = Field(5, ge=1)
     source_max_length: int | None = Field(None, ge=8)
     candidate_max_length: int | None = Field(None, ge=8)
     drop_out: float = Field(0.05, ge=0, lt=1)  # a new head's dropout (checkpoints keep theirs)
-    seed: int = 42
-    threads: int = Field(1, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    save_steps: int = Field(100, ge=1)
-    resume: bool = False
-    cpu_budget_min: float | None = Field(None, gt=0)
-    progress: bool = True
-    cache_dir: str | None = None
 
 
 class PairwiseObjective(nn.Module):
@@ -123,24 +102,6 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {"pair_accuracy": pair_accuracy(logits, labels)}
 
 
-def training_arguments(options: TrainRankerOptions, work_dir: Path,
-                       has_eval: bool) -> TrainingArguments:
-    cuda = torch.cuda.is_available()
-    return TrainingArguments(
-        output_dir=str(work_dir), num_train_epochs=options.epochs, max_steps=options.max_steps,
-        per_device_train_batch_size=options.batch_size,
-        per_device_eval_batch_size=options.eval_batch_size,
-        gradient_accumulation_steps=options.grad_accum, learning_rate=options.learning_rate,
-        warmup_steps=options.warmup, weight_decay=options.weight_decay,
-        lr_scheduler_type="linear", logging_steps=options.logging_steps,
-        eval_strategy="epoch" if has_eval else "no", save_strategy="steps",
-        save_steps=options.save_steps, save_total_limit=2, seed=options.seed,
-        bf16=cuda, use_cpu=not cuda, dataloader_num_workers=0,
-        remove_unused_columns=False, label_names=["labels"], report_to=[],
-        disable_tqdm=not options.progress,
-    )
-
-
 def build_trainer(options: TrainRankerOptions) -> tuple[Trainer, Any]:
     """The ``Trainer`` and the :class:`PairRM` it trains (shared weights)."""
     torch.set_num_threads(options.threads)
@@ -164,8 +125,7 @@ def build_trainer(options: TrainRankerOptions) -> tuple[Trainer, Any]:
         args=training_arguments(options, options.out / "trainer", held_set is not None),
         train_dataset=train_set, eval_dataset=held_set, data_collator=collate,
         compute_metrics=compute_metrics,
-        callbacks=[EpochClock(collate.clock), MetricsLog(options.out / "metrics.jsonl"),
-                   CpuBudget(options.cpu_budget_min * 60 if options.cpu_budget_min else None)],
+        callbacks=[EpochClock(collate.clock), *common_callbacks(options)],
     )
     return trainer, pairrm
 
