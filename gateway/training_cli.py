@@ -21,6 +21,7 @@ EXIT_USAGE = 2  # as gateway.cli's config errors
 def add_training_commands(commands: Any) -> None:
     """Add the subcommands to ``commands`` (``ArgumentParser.add_subparsers()``)."""
     add_train_ranker(commands)
+    add_train_fuser(commands)
 
 
 def run_training_command(args: argparse.Namespace) -> int:
@@ -28,7 +29,7 @@ def run_training_command(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runner = {"train-ranker": run_train_ranker}[args.command]
+    runner = {"train-ranker": run_train_ranker, "train-fuser": run_train_fuser}[args.command]
     try:
         return runner(args)
     except ValidationError as exc:
@@ -44,8 +45,10 @@ def _common_training_flags(parser: argparse.ArgumentParser) -> None:
                         "steps (default: the epochs decide; 0: save the starting model "
                         "untrained, a baseline)")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--eval-batch-size", type=int, default=8)
     parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--learning-rate", type=float,
+                        help="default 2e-5 (train-ranker), 5e-5 (train-fuser, the original's)")
     parser.add_argument("--warmup", type=float, default=0.05, help="share of the steps")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -87,24 +90,66 @@ def add_train_ranker(commands: Any) -> None:
                         help="default: the checkpoint's (1224 for PairRM; 128 for an encoder)")
     parser.add_argument("--candidate-max-length", type=int,
                         help="default: the checkpoint's (412 for PairRM; 128 for an encoder)")
-    parser.add_argument("--eval-batch-size", type=int, default=8)
     _common_training_flags(parser)
+
+
+def _common_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``CommonTrainingOptions`` fields from ``_common_training_flags``."""
+    options = {"out": args.out, "data_dir": args.data_dir, "limit": args.limit,
+               "epochs": args.epochs, "max_steps": args.max_steps,
+               "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
+               "grad_accum": args.grad_accum, "warmup": args.warmup, "seed": args.seed,
+               "threads": args.threads, "save_steps": args.save_steps, "resume": args.resume,
+               "cpu_budget_min": args.cpu_budget_min, "progress": not args.no_progress}
+    if args.learning_rate is not None:
+        options["learning_rate"] = args.learning_rate
+    return options
+
+
+def _metric_names(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
 
 
 def run_train_ranker(args: argparse.Namespace) -> int:
     from ensemble.training.ranker_trainer import TrainRankerOptions, train_ranker
 
     options = TrainRankerOptions(
-        start=args.start, data=args.data, out=args.out, eval_data=args.eval_data,
-        eval_fraction=args.eval_fraction, data_dir=args.data_dir,
-        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
-        limit=args.limit, epochs=args.epochs, max_steps=args.max_steps,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
-        grad_accum=args.grad_accum, learning_rate=args.learning_rate or 2e-5,
-        warmup=args.warmup, sampling=args.sampling, num_pos=args.num_pos,
-        num_neg=args.num_neg, source_max_length=args.source_max_length,
-        candidate_max_length=args.candidate_max_length, seed=args.seed,
-        threads=args.threads, save_steps=args.save_steps, resume=args.resume,
-        cpu_budget_min=args.cpu_budget_min, progress=not args.no_progress)
+        **_common_options(args), start=args.start, data=args.data, eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction, metrics=_metric_names(args.metrics),
+        sampling=args.sampling, num_pos=args.num_pos, num_neg=args.num_neg,
+        source_max_length=args.source_max_length,
+        candidate_max_length=args.candidate_max_length)
     print(json.dumps(train_ranker(options), indent=2, default=str))
+    return 0
+
+
+def add_train_fuser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "train-fuser", help="fine-tune GenFuser (seq2seq) on MixInstruct-format data",
+        description="The serving prompt over each record's top-k candidates (by --metrics), "
+                    "target = its output; limits 1024 / 128 / 128 as the original. OUT gets "
+                    "the model and tokenizer (`fuser: {type: genfuser, checkpoint: OUT}`), "
+                    "metrics.jsonl and trainer/ checkpoints.")
+    parser.add_argument("--from", dest="start", default="llm-blender/gen_fuser_3b",
+                        help="a seq2seq checkpoint (default llm-blender/gen_fuser_3b)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="MixInstruct records: JSON array or JSON lines")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--eval-data", type=Path,
+                        help="held-out records (default: --eval-fraction of --data)")
+    parser.add_argument("--eval-fraction", type=float, default=0.05)
+    parser.add_argument("--metrics", default="bartscore",
+                        help="comma-separated score metrics that pick the top-k, averaged")
+    parser.add_argument("--top-k", type=int, default=3)
+    _common_training_flags(parser)
+
+
+def run_train_fuser(args: argparse.Namespace) -> int:
+    from ensemble.training.fuser_trainer import TrainFuserOptions, train_fuser
+
+    options = TrainFuserOptions(
+        **_common_options(args), start=args.start, data=args.data, eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction, metrics=_metric_names(args.metrics),
+        top_k=args.top_k)
+    print(json.dumps(train_fuser(options), indent=2, default=str))
     return 0

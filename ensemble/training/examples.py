@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -32,3 +37,13 @@ class RankingExample:
     def decisive(self) -> bool:
         """True when some two candidates differ in score (else no pair carries a gradient)."""
         return len(set(self.scores)) > 1
+
+
+def split_held_out(items: Sequence[Item], fraction: float, seed: int,
+                   ) -> tuple[list[Item], list[Item]]:
+    """(train, held-out): a seeded shuffle, the first ``fraction`` held out, each part kept
+    in file order."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    cut = round(len(order) * fraction)
+    return [items[i] for i in sorted(order[cut:])], [items[i] for i in sorted(order[:cut])]

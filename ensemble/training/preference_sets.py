@@ -141,7 +141,7 @@ NAMED_SETS: dict[str, Callable[[Path], list[RankingExample]]] = {
 def load_jsonl(path: Path, *, metrics: Sequence[str] = DEFAULT_METRICS) -> list[RankingExample]:
     """A JSON-lines file of chosen/rejected pairs or MixInstruct records (one kind a line)."""
     examples = []
-    for number, record in enumerate(_records(path), start=1):
+    for number, record in enumerate(read_records(path), start=1):
         try:
             example = (mixinstruct_example(record, metrics, path.name) if "candidates" in record
                        else pair_example(record, path.name))
@@ -152,7 +152,8 @@ def load_jsonl(path: Path, *, metrics: Sequence[str] = DEFAULT_METRICS) -> list[
     return examples
 
 
-def _records(path: Path) -> Iterable[dict[str, Any]]:
+def read_records(path: Path) -> Iterable[dict[str, Any]]:
+    """A ``.json`` array or JSON lines (MixInstruct ships JSON arrays)."""
     if path.suffix == ".json":
         yield from json.loads(_read(path))  # MixInstruct's own files are JSON arrays
     else:

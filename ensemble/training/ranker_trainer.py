@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from ensemble.experiments.evaluation.datasets import data_dir
 from ensemble.rankers.pairrm.model import PairRMModel
 from ensemble.training.arguments import CommonTrainingOptions, training_arguments
 from ensemble.training.callbacks import common_callbacks
-from ensemble.training.examples import RankingExample
+from ensemble.training.examples import RankingExample, split_held_out
 from ensemble.training.objective import instructgpt_loss, pair_accuracy
 from ensemble.training.preference_sets import DEFAULT_METRICS, load_examples
 from ensemble.training.ranker_backbone import prepare_ranker, save_ranker
@@ -71,17 +70,6 @@ class PairwiseObjective(nn.Module):
         return {"loss": instructgpt_loss(logits, labels), "logits": logits}
 
 
-def split_examples(examples: Sequence[RankingExample], fraction: float, seed: int,
-                   ) -> tuple[list[RankingExample], list[RankingExample]]:
-    """(train, held-out): a seeded shuffle, the first ``fraction`` held out."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    cut = round(len(order) * fraction)
-    held = sorted(order[:cut])
-    kept = sorted(order[cut:])
-    return [examples[i] for i in kept], [examples[i] for i in held]
-
-
 def load_splits(options: TrainRankerOptions) -> tuple[list[RankingExample], list[RankingExample]]:
     directory = data_dir(options.data_dir)
     examples = load_examples(options.data, directory, metrics=options.metrics)
@@ -89,7 +77,7 @@ def load_splits(options: TrainRankerOptions) -> tuple[list[RankingExample], list
         train = examples
         held = load_examples(options.eval_data, directory, metrics=options.metrics)
     else:
-        train, held = split_examples(examples, options.eval_fraction, options.seed)
+        train, held = split_held_out(examples, options.eval_fraction, options.seed)
     if options.limit is not None and options.limit < len(train):
         rng = random.Random(options.seed + 1)
         train = [train[i] for i in sorted(rng.sample(range(len(train)), options.limit))]
