@@ -61,6 +61,17 @@ class FeedbackEvent:
 
 
 @dataclass(frozen=True)
+class TranscriptEvent:
+    """What a completion was asked and answered (only with ``store.record_transcripts``):
+    the text behind feedback and verdicts, for ``blendgate export-preferences``."""
+
+    completion_id: str  # a CompletionEvent id (shadow runs: "<served id>:shadow")
+    messages: list[dict[str, str]]  # the request's chat, role and content only
+    text: str  # choice 0
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class EvalAnswer:
     """A cached answer of ``blendgate eval``: one model on one prompt of one run."""
 
@@ -75,4 +86,4 @@ class EvalAnswer:
     created_at: float = field(default_factory=time.time)
 
 
-Event = CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer
+Event = CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer | TranscriptEvent
