@@ -22,6 +22,7 @@ def add_training_commands(commands: Any) -> None:
     """Add the subcommands to ``commands`` (``ArgumentParser.add_subparsers()``)."""
     add_train_ranker(commands)
     add_train_fuser(commands)
+    add_export_preferences(commands)
 
 
 def run_training_command(args: argparse.Namespace) -> int:
@@ -29,7 +30,8 @@ def run_training_command(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    runner = {"train-ranker": run_train_ranker, "train-fuser": run_train_fuser}[args.command]
+    runner = {"train-ranker": run_train_ranker, "train-fuser": run_train_fuser,
+              "export-preferences": run_export_preferences}[args.command]
     try:
         return runner(args)
     except ValidationError as exc:
@@ -152,4 +154,47 @@ def run_train_fuser(args: argparse.Namespace) -> int:
         eval_fraction=args.eval_fraction, metrics=_metric_names(args.metrics),
         top_k=args.top_k)
     print(json.dumps(train_fuser(options), indent=2, default=str))
+    return 0
+
+
+def add_export_preferences(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export-preferences", help="export /v1/feedback and shadow-judge verdicts as "
+                                   "preference pairs (JSONL, for train-ranker --data)",
+        description="Needs a store with `record_transcripts: true` (the chats and answers). "
+                    "Verdict ties and lone votes make no pair.")
+    parser.add_argument("--config", type=Path, help="the gateway config whose store to read "
+                        "(default: BLENDGATE_CONFIG, else the shipped default)")
+    parser.add_argument("--store", help="SQLAlchemy URL of the store (instead of --config)")
+    parser.add_argument("--out", type=Path, required=True, help="the JSONL file to write")
+    parser.add_argument("--no-verdicts", action="store_true")
+    parser.add_argument("--no-feedback", action="store_true")
+
+
+def run_export_preferences(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ensemble.config import StoreConfig, load_config
+    from ensemble.errors import ConfigError
+    from ensemble.experiments.store.store import StoreUnavailable
+    from ensemble.training.export import export_preferences
+    from gateway.settings import default_config_path
+
+    if args.store:
+        cfg: StoreConfig | None = StoreConfig(url=args.store)
+    else:
+        cfg = load_config(args.config or default_config_path()).store_config()
+    if cfg is None:
+        raise ConfigError("the config has no experiment store (`store:` or `experiments:`)",
+                          key="store")
+    try:
+        counts = asyncio.run(export_preferences(cfg, args.out, verdicts=not args.no_verdicts,
+                                                feedback=not args.no_feedback))
+    except StoreUnavailable as exc:
+        print(f"blendgate export-preferences: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"out": str(args.out), "pairs": counts}))
+    if counts["transcripts"] == 0:
+        print("blendgate export-preferences: the store holds no transcripts; set "
+              "`store: {record_transcripts: true}` to keep them", file=sys.stderr)
     return 0
