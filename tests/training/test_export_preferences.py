@@ -3,8 +3,11 @@ that ``train-ranker`` reads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+
+import pytest
 
 from ensemble.config import StoreConfig
 from ensemble.experiments.events import (
@@ -48,11 +51,10 @@ async def test_verdicts_and_feedback_become_pairs_train_ranker_reads(tmp_path: P
     url = sqlite_url(tmp_path)
     await fill(url)
     out = tmp_path / "prefs.jsonl"
-    import asyncio
-
-    loop_free = await asyncio.to_thread(main, ["export-preferences", "--store", url,
-                                               "--out", str(out)])
-    assert loop_free == 0
+    # main() runs its own event loop: call it from a thread, as a shell would from outside.
+    status = await asyncio.to_thread(main, ["export-preferences", "--store", url,
+                                            "--out", str(out)])
+    assert status == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
     summary = [(r["origin"], r["chosen"][-1]["content"], r["rejected"][-1]["content"])
                for r in records]
@@ -85,7 +87,9 @@ async def test_runtime_records_transcripts_only_when_asked(tmp_path: Path) -> No
                          if keep else {})
 
 
-def test_export_without_a_store_is_a_config_error(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_export_without_a_store_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("backends:\n  b: {kind: openai, base_url: 'http://127.0.0.1:18599/v1', "
                       "model: m}\n")
