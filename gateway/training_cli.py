@@ -61,6 +61,9 @@ def _common_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu-budget-min", type=float,
                         help="stop (evaluate and save) after this much process CPU time, "
                              "counting resumed runs")
+    parser.add_argument("--stop-at-step", type=int,
+                        help="stop (evaluate and save) at this step, the learning-rate "
+                             "schedule still set by --epochs: replays a budget-stopped run")
     parser.add_argument("--data-dir", help="the local data sets (default $BLENDGATE_EVAL_DATA, "
                         "else ../shared/data)")
     parser.add_argument("--limit", type=int, help="a seeded sample of N training examples")
@@ -102,7 +105,8 @@ def _common_options(args: argparse.Namespace) -> dict[str, Any]:
                "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size,
                "grad_accum": args.grad_accum, "warmup": args.warmup, "seed": args.seed,
                "threads": args.threads, "save_steps": args.save_steps, "resume": args.resume,
-               "cpu_budget_min": args.cpu_budget_min, "progress": not args.no_progress}
+               "cpu_budget_min": args.cpu_budget_min, "stop_at_step": args.stop_at_step,
+               "progress": not args.no_progress}
     if args.learning_rate is not None:
         options["learning_rate"] = args.learning_rate
     return options

@@ -31,6 +31,7 @@ class CommonTrainingOptions(BaseModel):
     save_steps: int = Field(100, ge=1)
     resume: bool = False
     cpu_budget_min: float | None = Field(None, gt=0)
+    stop_at_step: int | None = Field(None, ge=1)  # stop there, schedule still the epochs
     progress: bool = True
     cache_dir: str | None = None
 

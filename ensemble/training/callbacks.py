@@ -35,12 +35,16 @@ class MetricsLog(TrainerCallback):
 
 class CpuBudget(TrainerCallback):
     """Stops training once the run has used ``budget_s`` of process CPU time, counting the
-    runs it resumed: each checkpoint save records the CPU time so far in ``record``, and a
-    resumed run starts from that figure. The budget itself is this run's (a resume may raise
-    or lower it). The stop step is evaluated and saved like an epoch end."""
+    runs it resumed, or at global step ``stop_at_step``: unlike ``max_steps``, neither changes
+    the learning-rate schedule, so ``stop_at_step`` replays a budget-stopped run exactly. Each
+    checkpoint save records the CPU time so far in ``record``, and a resumed run starts from
+    that figure; the budget itself is this run's (a resume may raise or lower it). The stop
+    step is evaluated and saved like an epoch end."""
 
-    def __init__(self, budget_s: float | None, record: Path, *, resumed: bool) -> None:
+    def __init__(self, budget_s: float | None, record: Path, *, resumed: bool,
+                 stop_at_step: int | None = None) -> None:
         self.budget_s = budget_s
+        self.stop_at_step = stop_at_step
         self.record = record
         self.used_before_s = _read_used(record) if resumed else 0.0
         self._start = time.process_time()
@@ -50,7 +54,8 @@ class CpuBudget(TrainerCallback):
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     **kwargs: Any) -> None:
-        if self.budget_s is not None and self.used_s() >= self.budget_s:
+        spent = self.budget_s is not None and self.used_s() >= self.budget_s
+        if spent or (self.stop_at_step is not None and state.global_step >= self.stop_at_step):
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_save = True
@@ -73,4 +78,5 @@ def common_callbacks(options: CommonTrainingOptions) -> list[TrainerCallback]:
     """The metrics log (``OUT/metrics.jsonl``) and the budget (``OUT/trainer/cpu_used.json``)."""
     budget = options.cpu_budget_min * 60 if options.cpu_budget_min else None
     return [MetricsLog(options.out / "metrics.jsonl"),
-            CpuBudget(budget, options.out / "trainer" / "cpu_used.json", resumed=options.resume)]
+            CpuBudget(budget, options.out / "trainer" / "cpu_used.json", resumed=options.resume,
+                      stop_at_step=options.stop_at_step)]

@@ -132,3 +132,16 @@ def test_cli_reports_bad_options(tiny_pairrm_dir: Path, preference_file: Path,
     assert "--eval-fraction" in capsys.readouterr().err
     assert main([*argv[:4], "no-such-set", *argv[5:]]) == 2
     assert "no preference set 'no-such-set'" in capsys.readouterr().err
+
+
+def test_stop_at_step_keeps_the_epoch_schedule(tiny_pairrm_dir: Path, preference_file: Path,
+                                               tmp_path: Path) -> None:
+    out = tmp_path / "stopped"
+    result = train_ranker(options(tiny_pairrm_dir, preference_file, out, epochs=3,
+                                  stop_at_step=5, logging_steps=5))
+    assert result["steps"] == 5 and result["eval"]["step"] == 5  # evaluated where it stopped
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    [logged] = [r for r in records if "learning_rate" in r]
+    # 36 steps planned (3 epochs of 12), 2 of warm-up: the rate at step 5 is still high.
+    assert logged["step"] == 5 and logged["learning_rate"] > 8e-4
+    assert (out / "model.safetensors").is_file()
