@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoTokenizer, DebertaV2Config
+from transformers import AutoModel, AutoTokenizer
 
 from ensemble.backends.model_path import PACKAGE_PREFIX, package_model_dir
 from ensemble.checkpoints import resolve_dir
@@ -88,12 +88,9 @@ def new_head_on_encoder(directory: Path, drop_out: float) -> PairRM:
 
 def check_positions(pairrm: PairRM) -> None:
     """Absolute-position encoders (BERT) cannot take rows longer than their position table."""
-    config = pairrm.model.config
-    if isinstance(config, DebertaV2Config) and config.relative_attention:
-        return
     longest = pairrm.source_max_length + 2 * pairrm.candidate_max_length
-    positions = int(getattr(config, "max_position_embeddings", longest))
-    if longest > positions:
+    positions = pairrm.model.max_row_tokens
+    if positions is not None and longest > positions:
         raise ConfigError(
             f"rows of up to {longest} tokens (source {pairrm.source_max_length} + 2 x "
             f"candidate {pairrm.candidate_max_length}) exceed the encoder's "

@@ -145,3 +145,14 @@ def test_stop_at_step_keeps_the_epoch_schedule(tiny_pairrm_dir: Path, preference
     # 36 steps planned (3 epochs of 12), 2 of warm-up: the rate at step 5 is still high.
     assert logged["step"] == 5 and logged["learning_rate"] > 8e-4
     assert (out / "model.safetensors").is_file()
+
+
+def test_gateway_refuses_rows_longer_than_a_bert_ranker_takes(tiny_bert_dir: Path,
+                                                              preference_file: Path,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "bert-ranker"
+    train_ranker(options(tiny_bert_dir, preference_file, out, max_steps=0))
+    # The config defaults (1224 + 2 x 412) would fail every long request at run time.
+    with pytest.raises(ConfigError, match="exceed the encoder's 256 positions; it was trained "
+                                          "with source_max_length 48"):
+        await_ranker(PairRMRankerConfig(checkpoint=str(out), device="cpu"))

@@ -70,6 +70,14 @@ class PairRMModel(nn.Module):
             nn.Linear(hidden, n_tasks),
         )
 
+    @property
+    def max_row_tokens(self) -> int | None:
+        """The longest row the encoder can take: its position table for absolute positions
+        (BERT: 512); None for DeBERTa's relative positions."""
+        if isinstance(self.config, DebertaV2Config) and self.config.relative_attention:
+            return None
+        return getattr(self.config, "max_position_embeddings", None)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pairwise logits [B] (float32) for rows of ``input_ids`` [B, L] padded at the end."""
         # Drop columns that are padding in every row (both originals do this): L -> L'.
