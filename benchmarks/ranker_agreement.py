@@ -41,7 +41,8 @@ def training_lines(metrics: Path) -> list[str]:
         return []
     records: list[dict[str, Any]] = [json.loads(line) for line in
                                      metrics.read_text(encoding="utf-8").splitlines()]
-    evals = [r for r in records if "eval_loss" in r]
+    # A stop step is evaluated by the stop and again at the end: one line per step.
+    evals = list({r["step"]: r for r in records if "eval_loss" in r}.values())
     train = [r for r in records if "loss" in r]
     last_record = records[-1]
     lines = [(f"Training: {last_record['step']} steps, {last_record['cpu_s'] / 60:.1f} CPU-min "
