@@ -32,6 +32,7 @@ from gateway import experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
 from gateway.completions import CompletionRequest
+from gateway.config import ServerConfig, as_gateway_config
 from gateway.convert import RequestLimits
 from gateway.deps import Engine
 from gateway.drain import Drain
@@ -61,7 +62,9 @@ def create_app(
     the Ray Serve ingress builds rankers and fusers as deployment clients).
     ``load_in_background`` (``blendgate serve``) lets the server listen while it runs, with
     ``/health`` at 503 "loading" until it is done; otherwise start-up waits for it and fails
-    with it. ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads."""
+    with it. ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads.
+    A library ``BlendgateConfig`` is served with the default ``server:`` and ``ray:``."""
+    config = as_gateway_config(config)
 
     async def start_experiments(ready: Engine) -> None:
         # judges are models too: they load with the engine, before it is served
@@ -101,6 +104,14 @@ def create_app(
                  if isinstance(m, EnsembleModelConfig)})
     app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
 
+    _include_routes(app)
+
+    _install_error_handlers(app)
+    _install_middleware(app, config.server)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
     app.include_router(routes.public)
     app.include_router(routes.api)
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
@@ -118,15 +129,14 @@ def create_app(
         "/v1/feedback": experiments.FeedbackRequest,
     })
 
-    _install_error_handlers(app)
+
+def _install_middleware(app: FastAPI, server: ServerConfig) -> None:
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(AccessMiddleware, metrics=app.state.metrics,
-                       enabled=config.server.access_log)
-    if config.server.cors_origins:  # outermost, so preflights and errors get the headers
-        app.add_middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
+    app.add_middleware(AccessMiddleware, metrics=app.state.metrics, enabled=server.access_log)
+    if server.cors_origins:  # outermost, so preflights and errors get the headers
+        app.add_middleware(CORSMiddleware, allow_origins=server.cors_origins,
                            allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
-    return app
 
 
 # --------------------------------------------------------------------------- errors

@@ -22,10 +22,11 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
+from ensemble.config import EnsembleModelConfig
 from ensemble.errors import ConfigError
 from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
+from gateway.config import GatewayConfig, load_config
 from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str,
+async def serve(config: GatewayConfig, *, host: str, port: int, log_level: str,
                 config_path: Path | None = None) -> None:
     """Listen at once; the models load in the background (``gateway.loading``). A load that
     fails stops the server and is raised here, so a ``ConfigError`` still exits with 2."""
@@ -161,7 +162,7 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
 
 
 def server_config(
-    app: FastAPI, config: BlendgateConfig, *, host: str, port: int, log_level: str
+    app: FastAPI, config: GatewayConfig, *, host: str, port: int, log_level: str
 ) -> uvicorn.Config:
     """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``
     (``gateway.drain`` then ends them; uvicorn cancels what is left ``DRAIN_MARGIN_S`` later)."""
@@ -170,7 +171,7 @@ def server_config(
                           access_log=False)  # gateway.access logs each request instead
 
 
-def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:
+def serve_ray(config: GatewayConfig, *, host: str, port: int, address: str | None) -> None:
     """``serve --engine ray``: the same config as a Ray Serve application (gateway/ray_app.py)."""
     try:
         from gateway.ray_app import serve_on_ray
@@ -200,7 +201,7 @@ def _reload_on_sighup(app: FastAPI) -> None:
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
 
-def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
+def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
     from ensemble.experiments.evaluation.command import EvalOptions, run, summary_lines
 
     if bool(args.prompts) == bool(args.agreement):
@@ -225,7 +226,7 @@ def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
     return 0
 
 
-def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> int:
+def check_config(config: GatewayConfig, path: Path, *, schema_only: bool) -> int:
     """check-config: every finding on stderr (errors and warnings), the served models on
     stdout when nothing is fatal."""
     findings = [] if schema_only else find_problems(config)
@@ -238,7 +239,7 @@ def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> i
     return 0
 
 
-def describe(config: BlendgateConfig) -> str:
+def describe(config: GatewayConfig) -> str:
     """One line per served model: id, kind and members."""
     lines = ["config OK; serving:"]
     ensembles = {m.id: m for m in config.models if isinstance(m, EnsembleModelConfig)}

@@ -14,7 +14,7 @@ from typing import Any
 
 from ensemble.backends.openai_wire import plain_json
 from ensemble.cancellation import aclose_shielded
-from ensemble.config import BlendgateConfig, EnsembleModelConfig
+from ensemble.config import EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
 from ensemble.structured import schema_error
 from ensemble.types import (
@@ -28,6 +28,7 @@ from ensemble.types import (
     TextDelta,
     Usage,
 )
+from gateway.config import GatewayConfig
 from gateway.protocol import (
     BlendCandidate,
     BlendExperiment,
@@ -68,7 +69,7 @@ class RequestLimits:
     samples: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: BlendgateConfig) -> RequestLimits:
+    def from_config(cls, config: GatewayConfig) -> RequestLimits:
         samples = {
             m.id: sum(member.samples for member in m.members)
             for m in config.models

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,7 +19,6 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ensemble.config import load_config
 from ensemble.errors import ConfigError
 from ensemble.experiments.runtime import (
     Assignment,
@@ -30,6 +30,7 @@ from ensemble.experiments.runtime import (
 )
 from ensemble.types import BlendReport, BlendRequest, StreamEnd, TextDelta, Usage
 from gateway.auth import require_api_key
+from gateway.config import load_config
 from gateway.deps import read_body
 from gateway.errors import APIError, from_validation_error
 from gateway.protocol import BlendExperiment
@@ -109,8 +110,9 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
 async def list_experiments(runtime: RuntimeDep) -> Response:
     try:
         data = [_stats_json(await runtime.experiment_stats(e)) for e in runtime.experiments()]
-        models = [{"model": m, "feedback_votes": votes, "feedback_mean_score": mean}
-                  for m, votes, mean in await runtime.model_feedback()] if runtime.store else []
+        models = [{"model": row.key, "feedback_votes": row.votes,
+                   "feedback_mean_score": row.mean_score}
+                  for row in await runtime.model_feedback()] if runtime.store else []
     except (StoreDisabledError, StoreUnavailable) as exc:
         raise _store_error(exc) from None
     return JSONResponse({"object": "list", "data": data, "models": models,
@@ -172,6 +174,17 @@ def experiment_info(assignment: Assignment | None) -> BlendExperiment | None:
         return None
     return BlendExperiment(id=assignment.experiment.id, arm=assignment.arm,
                            model=assignment.model)
+
+
+def sticky_key(runtime: ExperimentRuntime, model_id: str, user: str | None,
+               headers: Mapping[str, str]) -> str | None:
+    """Who a request to an experiment is for: its ``user`` field, else the experiment's
+    ``sticky_header``; None (a random arm) without either, or when ``model_id`` is no
+    experiment."""
+    experiment = runtime.experiment(model_id)
+    if experiment is None:
+        return None
+    return user or headers.get(experiment.sticky_header.lower()) or None
 
 
 def arm_headers(assignment: Assignment | None) -> dict[str, str]:

@@ -35,7 +35,7 @@ from gateway.deps import (
     MetricsDep,
     ResponsesBody,
 )
-from gateway.experiments import StreamRecorder, arm_headers, experiment_info
+from gateway.experiments import StreamRecorder, arm_headers, experiment_info, sticky_key
 from gateway.loading import EngineLoading
 from gateway.metrics import STATE_MODEL, STATE_STATUS, GatewayMetrics
 from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
@@ -143,7 +143,9 @@ async def chat_completions(
     setattr(request.state, STATE_MODEL, body.model)
     runtime = request.app.state.experiments
     # A request to an experiment id is served by the arm its user is assigned to.
-    assignment = runtime.assign(body.model, body.user, request.headers) if runtime else None
+    assignment = (runtime.assign(body.model, sticky_key(runtime, body.model, body.user,
+                                                         request.headers))
+                  if runtime else None)
     if assignment is not None:
         body = body.model_copy(update={"model": assignment.model})
     blend_request = to_blend_request(body, limits)

@@ -178,10 +178,11 @@ def add_export_preferences(commands: Any) -> None:
 def run_export_preferences(args: argparse.Namespace) -> int:
     import asyncio
 
-    from ensemble.config import StoreConfig, load_config
+    from ensemble.config import StoreConfig
     from ensemble.errors import ConfigError
     from ensemble.experiments.store.store import StoreUnavailable
     from ensemble.training.export import export_preferences
+    from gateway.config import load_config
     from gateway.settings import default_config_path
 
     if args.store:

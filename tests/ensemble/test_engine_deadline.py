@@ -39,7 +39,6 @@ class StuckRanker:
 
 async def engine(on_deadline: str, ranker: StuckRanker) -> BlendEngine:
     config = parse_config({
-        "server": {"api_keys_env": None},
         "backends": {n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": n}
                      for n in ("a", "b")},
         "models": [{"type": "ensemble", "id": "blend", "ranker": {"type": "consensus"},

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, load_config
 from ensemble.types import BlendRequest, BlendResult
 from gateway.app import create_app
+from gateway.config import GatewayConfig, load_config
 from tests.experiments.conftest import sqlite_url
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
@@ -59,7 +59,7 @@ def config_data(tmp_path: Path, *, weights: tuple[float, float] = (1, 1),
     }
 
 
-def write_config(path: Path, data: dict[str, Any]) -> BlendgateConfig:
+def write_config(path: Path, data: dict[str, Any]) -> GatewayConfig:
     path.write_text(yaml.safe_dump(data))
     return load_config(path)
 

@@ -20,7 +20,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from ensemble.errors import UnknownModelError
 from ensemble.rankers.base import Ranker
 from ensemble.types import (
@@ -38,12 +37,13 @@ from ensemble.types import (
     Usage,
 )
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
 
 ENSEMBLE = "blend"
 SINGLE = "alpha"
 
 
-def make_config(**server: object) -> BlendgateConfig:
+def make_config(**server: object) -> GatewayConfig:
     return parse_config(
         {
             "server": {"api_keys_env": None, "max_n": 4, "max_candidates": 9, **server},
@@ -153,12 +153,12 @@ def engine() -> ScriptedEngine:
 
 
 @pytest.fixture
-def config() -> BlendgateConfig:
+def config() -> GatewayConfig:
     return make_config()
 
 
 @pytest.fixture
-def app(config: BlendgateConfig, engine: ScriptedEngine) -> FastAPI:
+def app(config: GatewayConfig, engine: ScriptedEngine) -> FastAPI:
     return create_app(config, engine=engine)
 
 

@@ -25,9 +25,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig
 from gateway.app import create_app
 from gateway.cli import server_config
+from gateway.config import GatewayConfig
 from gateway.drain import DrainingServer
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine, free_port, make_config
@@ -127,7 +127,7 @@ def test_sigterm_mid_stream_error_event_then_done_and_a_prompt_exit(
 
 
 @contextmanager
-def draining_server(app: FastAPI, config: BlendgateConfig) -> Iterator[tuple[DrainingServer, str]]:
+def draining_server(app: FastAPI, config: GatewayConfig) -> Iterator[tuple[DrainingServer, str]]:
     port = free_port()
     server = DrainingServer(server_config(app, config, host="127.0.0.1", port=port,
                                           log_level="warning"), app.state.drain)

@@ -16,8 +16,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -25,7 +25,7 @@ MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]
 FOX = DEFAULT_TEXTS[0]
 
 
-def engine_config(up: FakeUpstreams, **ensemble: Any) -> BlendgateConfig:
+def engine_config(up: FakeUpstreams, **ensemble: Any) -> GatewayConfig:
     def backend(url: str, expose: bool = False) -> dict[str, Any]:
         return {"kind": "openai", "base_url": url, "model": "fake", "expose": expose,
                 "timeout_s": 5, "connect_timeout_s": 1}

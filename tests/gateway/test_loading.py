@@ -17,10 +17,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from ensemble.errors import ConfigError
 from gateway.app import create_app
 from gateway.cli import EXIT_CONFIG
+from gateway.config import GatewayConfig, parse_config
 from gateway.deps import Engine
 from gateway.loading import EngineLoading
 from tests.fixtures.fake_upstreams import FakeUpstreams
@@ -37,7 +37,7 @@ class GatedBuild:
         self.fail = fail
         self.engine = ScriptedEngine()
 
-    async def __call__(self, config: BlendgateConfig) -> Engine:
+    async def __call__(self, config: GatewayConfig) -> Engine:
         await self.release.wait()
         if self.fail is not None:
             raise self.fail
@@ -52,7 +52,7 @@ async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_health_is_loading_then_ok_and_models_503_until_ready(
-    config: BlendgateConfig,
+    config: GatewayConfig,
 ) -> None:
     build = GatedBuild()
     app = create_app(config, build_engine=build, load_in_background=True)
@@ -78,7 +78,7 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
     assert build.engine.closed  # built by the app, so closed by it
 
 
-async def test_failed_load_is_reported_and_calls_on_failure(config: BlendgateConfig) -> None:
+async def test_failed_load_is_reported_and_calls_on_failure(config: GatewayConfig) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
     app = create_app(config, build_engine=build, load_in_background=True)
     loading: EngineLoading = app.state.loading
@@ -95,7 +95,7 @@ async def test_failed_load_is_reported_and_calls_on_failure(config: BlendgateCon
     assert seen == [build.fail]
 
 
-def real_config(up: FakeUpstreams) -> BlendgateConfig:
+def real_config(up: FakeUpstreams) -> GatewayConfig:
     backend = {"kind": "openai", "base_url": up.ok, "model": "fake"}
     return parse_config({
         "server": {"api_keys_env": None},
@@ -139,7 +139,7 @@ def test_serve_exits_2_when_a_model_cannot_load(tmp_path: Path) -> None:
 
 
 async def test_without_background_loading_start_up_waits_and_fails(
-    config: BlendgateConfig,
+    config: GatewayConfig,
 ) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
     build.release.set()

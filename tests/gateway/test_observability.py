@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig
 from gateway.app import create_app
 from gateway.cli import server_config
+from gateway.config import GatewayConfig
 from gateway.settings import package_version
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
@@ -97,7 +97,7 @@ async def test_probes_log_at_debug(client: httpx.AsyncClient,
         "/health", "/metrics"]
 
 
-def test_access_log_can_be_turned_off_and_uvicorns_is(config: BlendgateConfig,
+def test_access_log_can_be_turned_off_and_uvicorns_is(config: GatewayConfig,
                                                         engine: ScriptedEngine) -> None:
     quiet = create_app(config.model_copy(update={
         "server": config.server.model_copy(update={"access_log": False})}), engine=engine)

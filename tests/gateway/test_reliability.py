@@ -16,8 +16,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -31,7 +31,7 @@ def _backend(url: str, **extra: Any) -> dict[str, Any]:
             "timeout_s": 30, "connect_timeout_s": 1, **extra}
 
 
-def reliability_config(up: FakeUpstreams, **ensemble: Any) -> BlendgateConfig:
+def reliability_config(up: FakeUpstreams, **ensemble: Any) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
@@ -104,7 +104,7 @@ def test_stop_during_fuse_stream_cancels_upstream_and_frees_the_pool(
 # --------------------------------------------------------------------------- truthful errors
 
 
-def errors_config(up: FakeUpstreams) -> BlendgateConfig:
+def errors_config(up: FakeUpstreams) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
@@ -196,7 +196,7 @@ async def test_the_sdk_never_retries_a_rejected_request(
 DEADLINE_S = 1.5
 
 
-def deadline_config(up: FakeUpstreams) -> BlendgateConfig:
+def deadline_config(up: FakeUpstreams) -> GatewayConfig:
     def blend(model_id: str, fuse_backend: str, **extra: Any) -> dict[str, Any]:
         return {"type": "ensemble", "id": model_id, "ranker": {"type": "none"},
                 "fuser": {"type": "llm", "backend": fuse_backend}, "deadline_s": DEADLINE_S,

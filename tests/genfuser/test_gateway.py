@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
@@ -23,7 +23,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
 LONG_ANSWER = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
 
 
-def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> BlendgateConfig:
+def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> GatewayConfig:
     fuser: dict[str, Any] = {"type": "genfuser", "checkpoint": str(checkpoint), "device": "cpu",
                              "max_new_tokens": 8, "num_beams": 2}
     if fallback:
@@ -39,7 +39,7 @@ def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> B
     })
 
 
-async def _client(config: BlendgateConfig) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(config: GatewayConfig) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(config)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=60

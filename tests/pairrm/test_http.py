@@ -10,11 +10,12 @@ import httpx
 import numpy as np
 import pytest
 
-from ensemble.config import PairRMRankerConfig, parse_config
+from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.pairrm import PairRM, PairRMRanker, full_matrix, scores_from_matrix
 from ensemble.types import ChatMessage, Ranking, ServedModel
 from gateway.app import create_app
+from gateway.config import parse_config
 
 PROMPT = "hello, how are you!"
 CANDS = ["get out!", "hi! I am fine, thanks!", "bye!"]
