@@ -33,6 +33,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from ensemble import BlendEngine
 from ensemble.config import (
     BackendConfig,
     BlendgateConfig,
@@ -40,7 +41,6 @@ from ensemble.config import (
     FuserConfig,
     RankerConfig,
 )
-from ensemble.engine import BlendEngine
 from ensemble.ray_serve import (
     MODEL_FUSERS,
     MODEL_RANKERS,
@@ -56,6 +56,7 @@ from gateway.deps import Engine
 from gateway.ray_config import deployment_options
 from gateway.replica_metrics import ReplicaMetricsMiddleware
 from gateway.settings import default_config_path
+from gateway.state import state_of
 
 logger = logging.getLogger(__name__)
 METRICS_TIMEOUT_S = 5.0
@@ -91,7 +92,7 @@ class GatewayIngress:
 
     def metrics_exposition(self) -> tuple[str, bytes]:
         """This replica's own metrics (the gateway's Prometheus registry)."""
-        return self._replica, self._app.state.metrics.exposition()
+        return self._replica, state_of(self._app).metrics.exposition()
 
     async def _every_replica(self) -> dict[str, bytes]:
         handle = serve.get_deployment_handle(self._deployment, self._app_name)

@@ -38,6 +38,7 @@ from ensemble.types import (
 )
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.state import gateway_state
 
 ENSEMBLE = "blend"
 SINGLE = "alpha"
@@ -191,7 +192,8 @@ def running_server(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[st
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout_s
-        loading = getattr(app.state, "loading", None)  # None: not a blendgate app
+        state = gateway_state(app)  # None: not a blendgate app
+        loading = state.loading if state is not None else None
         while not server.started or (loading is not None and loading.state == "loading"):
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start (see the log above)")

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -59,7 +60,7 @@ async def http(engine_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with engine_app.router.lifespan_context(engine_app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=engine_app), base_url="http://gateway", timeout=30
     ) as client:
-        assert await engine_app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(engine_app).loading.wait() == "ok"  # models load in the background
         yield client
 
 

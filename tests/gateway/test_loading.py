@@ -21,8 +21,8 @@ from ensemble.errors import ConfigError
 from gateway.app import create_app
 from gateway.cli import EXIT_CONFIG
 from gateway.config import GatewayConfig, parse_config
-from gateway.deps import Engine
-from gateway.loading import EngineLoading
+from gateway.loading import Engine, EngineLoading
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine
 
@@ -71,7 +71,7 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
             assert "still loading" in error["message"]
 
         build.release.set()
-        assert await app.state.loading.wait() == "ok"
+        assert await state_of(app).loading.wait() == "ok"
         health = await client.get("/health")
         assert (health.status_code, health.json()) == (200, {"status": "ok", "models_loaded": 2})
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
@@ -81,7 +81,7 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
 async def test_failed_load_is_reported_and_calls_on_failure(config: GatewayConfig) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
     app = create_app(config, build_engine=build, load_in_background=True)
-    loading: EngineLoading = app.state.loading
+    loading: EngineLoading = state_of(app).loading
     seen: list[BaseException] = []
     loading.on_failure = seen.append
     async for client in client_for(app):
@@ -112,7 +112,7 @@ async def test_one_log_line_per_component_and_a_ready_line(
     caplog.set_level(logging.INFO)
     app = create_app(real_config(fake_upstreams), load_in_background=True)
     async for _ in client_for(app):
-        assert await app.state.loading.wait() == "ok"
+        assert await state_of(app).loading.wait() == "ok"
     lines = [r.getMessage() for r in caplog.records
              if r.name in ("ensemble.engine", "gateway.loading")]
     loaded = sorted(line.split(" in ")[0] for line in lines if line.startswith("loaded "))

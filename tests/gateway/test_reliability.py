@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -81,7 +82,7 @@ def stall_url(stall_app: FastAPI) -> Iterator[str]:
 
 def fuse_pool_connections(app: FastAPI) -> int:
     """Connections the fuse backend's httpx pool still holds (open or in use)."""
-    backend = app.state.loading.engine()._ensembles["fuse-stall"].fuser._backend
+    backend = state_of(app).loading.engine()._ensembles["fuse-stall"].fuser._backend
     return len(backend._client._transport._pool.connections)
 
 
@@ -137,7 +138,7 @@ async def errors_http(fake_upstreams: FakeUpstreams) -> Any:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30
     ) as client:
-        assert await app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(app).loading.wait() == "ok"  # models load in the background
         yield client
 
 

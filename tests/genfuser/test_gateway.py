@@ -16,6 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
@@ -44,7 +45,7 @@ async def _client(config: GatewayConfig) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=60
     ) as client:
-        assert await app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(app).loading.wait() == "ok"  # models load in the background
         yield client
 
 
