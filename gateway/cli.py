@@ -1,4 +1,4 @@
-"""``blendgate serve | check-config | eval``.
+"""``blendgate serve | check-config | eval`` (and the training subcommands, training_cli.py).
 
 Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: model files,
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
@@ -34,6 +34,7 @@ from gateway.experiments import reload_experiments
 from gateway.keys_cli import add_keys_parser, run_keys
 from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
 from gateway.state import state_of
+from gateway.training_cli import TRAINING_COMMANDS, add_training_commands, run_training_command
 
 EXIT_CONFIG = 2
 logger = logging.getLogger("blendgate")
@@ -59,6 +60,7 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     _serve_arguments(serve, settings)
     _check_config_arguments(check, settings)
     _eval_arguments(evaluate, settings)
+    add_training_commands(commands)
     return parser
 
 
@@ -132,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "keys":
             return run_keys(args)
+        if args.command in TRAINING_COMMANDS:  # no gateway config needed
+            return run_training_command(args)
         config_path = args.config or default_config_path()
         config = load_config(config_path)
         if args.command == "check-config":

@@ -18,6 +18,10 @@ class StoreConfig(StrictModel):
     queue_size: int = Field(10_000, ge=1)  # events waiting to be written; more are dropped
     batch_size: int = Field(256, ge=1)
     flush_interval_s: float = Field(0.5, gt=0)
+    # Keep each completion's chat and answer (table ``transcripts``), so feedback and shadow
+    # verdicts can be exported as preference pairs (blendgate export-preferences). Off: the
+    # store holds no prompt or answer text.
+    record_transcripts: bool = False
 
     def resolved_url(self) -> str:
         if self.url:

@@ -61,6 +61,17 @@ class FeedbackEvent:
 
 
 @dataclass(frozen=True)
+class TranscriptEvent:
+    """What a completion was asked and answered (only with ``store.record_transcripts``):
+    the text behind feedback and verdicts, for ``blendgate export-preferences``."""
+
+    completion_id: str  # a CompletionEvent id (shadow runs: "<served id>:shadow")
+    messages: list[dict[str, str]]  # the request's chat, role and content only
+    text: str  # choice 0
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
 class EvalAnswer:
     """A cached answer of ``blendgate eval``: one model on one prompt of one run."""
 
@@ -86,4 +97,5 @@ class KeyUsageEvent:
     created_at: float = field(default_factory=time.time)
 
 
-Event = CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer | KeyUsageEvent
+Event = (CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer | KeyUsageEvent
+         | TranscriptEvent)

@@ -27,7 +27,12 @@ from typing import Protocol
 
 from ensemble.config import BlendgateConfig, ExperimentConfig, RankerConfig, ShadowConfig
 from ensemble.errors import RequestError
-from ensemble.experiments.events import CompletionEvent, FeedbackEvent, VerdictEvent
+from ensemble.experiments.events import (
+    CompletionEvent,
+    FeedbackEvent,
+    TranscriptEvent,
+    VerdictEvent,
+)
 from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.shadow import ShadowRunner, ShadowStats
 from ensemble.experiments.split import choose_arm
@@ -219,6 +224,7 @@ class ExperimentRuntime:
         try:
             if self.store is not None:
                 self.store.submit(_completion_event(served, "served"))
+                self._record_transcript(served)
             assignment = served.assignment
             if assignment is None or served.status != "ok":
                 return
@@ -245,6 +251,7 @@ class ExperimentRuntime:
         )
         if self.store is not None:
             self.store.submit(_completion_event(shadow, "shadow"))
+            self._record_transcript(shadow)
         judge = self._judges.get(experiment.id)
         if judge is None:
             return
@@ -261,6 +268,13 @@ class ExperimentRuntime:
                 experiment=experiment.id, request_id=job.served.id, arm=job.shadow.arm,
                 baseline_arm=job.assignment.arm, outcome=verdict.outcome,
                 score=verdict.score_b, baseline_score=verdict.score_a, judge=judge.name))
+
+    def _record_transcript(self, served: Served) -> None:
+        """The chat and answer behind a completion, when the store is set to keep them."""
+        if self.store is None or not self.store.records_transcripts or served.status != "ok":
+            return
+        messages = [{"role": m.role, "content": m.content} for m in served.request.messages]
+        self.store.submit(TranscriptEvent(served.id, messages, served.text))
 
     def shadow_stats(self) -> dict[str, ShadowStats]:
         return {eid: runner.stats for eid, (_, runner) in self._shadows.items()}

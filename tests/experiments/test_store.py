@@ -40,8 +40,8 @@ async def _reset(url: str) -> None:
     if url.startswith("postgresql"):  # one server for the session: start each test empty
         engine = create_async_engine(url)
         async with engine.begin() as connection:
-            for table in ("key_usage", "eval_answers", "feedback", "verdicts", "completions",
-                          "alembic_version"):
+            for table in ("key_usage", "transcripts", "eval_answers", "feedback", "verdicts",
+                          "completions", "alembic_version"):
                 await connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         await engine.dispose()
 

@@ -61,6 +61,15 @@ class FeedbackRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class TranscriptRow(Base):
+    __tablename__ = "transcripts"
+
+    completion_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    messages: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class EvalAnswerRow(Base):
     __tablename__ = "eval_answers"
 

@@ -35,6 +35,7 @@ from ensemble.experiments.events import (
     Event,
     FeedbackEvent,
     KeyUsageEvent,
+    TranscriptEvent,
     VerdictEvent,
 )
 from ensemble.experiments.store.migrate import upgrade_to_head
@@ -49,6 +50,7 @@ from ensemble.experiments.store.schema import (
     EvalAnswerRow,
     FeedbackRow,
     KeyUsageRow,
+    TranscriptRow,
     VerdictRow,
 )
 
@@ -60,6 +62,7 @@ _TABLES: dict[type, Table] = {
     FeedbackEvent: FeedbackRow.__table__,  # type: ignore[dict-item]
     EvalAnswer: EvalAnswerRow.__table__,  # type: ignore[dict-item]
     KeyUsageEvent: KeyUsageRow.__table__,  # type: ignore[dict-item]
+    TranscriptEvent: TranscriptRow.__table__,  # type: ignore[dict-item]
 }
 _RECENT = 10_000  # completions remembered in memory for feedback that arrives before the write
 
@@ -256,6 +259,29 @@ class ExperimentStore:
         if experiment is not None:
             query = query.where(table.c.experiment == experiment)
         return [FeedbackTally(*row) for row in await self._read(query)]
+
+    @property
+    def records_transcripts(self) -> bool:
+        return self._cfg.record_transcripts
+
+    async def transcripts(self) -> dict[str, TranscriptEvent]:
+        """Every recorded transcript, by completion id."""
+        rows = await self._read(select(TranscriptRow.__table__))
+        return {row.completion_id: TranscriptEvent(**row._asdict()) for row in rows}
+
+    async def verdicts(self) -> list[VerdictEvent]:
+        """Every judge verdict, oldest first."""
+        table = VerdictRow.__table__
+        columns = [c for c in table.c if c.name != "id"]
+        rows = await self._read(select(*columns).order_by(table.c.created_at, table.c.id))
+        return [VerdictEvent(**row._asdict()) for row in rows]
+
+    async def feedback_scores(self) -> list[tuple[str, int, float]]:
+        """(completion id, votes, mean score) of every completion that got feedback."""
+        table = FeedbackRow.__table__
+        query = select(table.c.completion_id, func.count(), func.avg(table.c.score)).group_by(
+            table.c.completion_id).order_by(table.c.completion_id)
+        return [(str(c), int(n), float(s)) for c, n, s in await self._read(query)]
 
     async def eval_answers(self, keys: Iterable[str]) -> dict[str, EvalAnswer]:
         wanted = list(keys)

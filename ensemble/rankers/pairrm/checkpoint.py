@@ -7,7 +7,11 @@ Hugging Face cache without network, else a snapshot download; offline hosts get 
 Layouts (:func:`read_layout`):
 
 - ``-hf`` (``llm-blender/PairRM-hf``): ``config.json`` is a deberta-v2 config plus the custom keys
-  ``n_tasks``, ``drop_out`` and ``*_prefix_id``.
+  ``n_tasks``, ``drop_out`` and ``*_prefix_id``. Rankers written by ``blendgate train-ranker``
+  use this layout too, and may have a BERT-family backbone (``model_type`` ``bert``, ...) and the
+  optional keys ``source_max_length`` / ``candidate_max_length`` (the lengths they were trained
+  with; default 1224 / 412). Their prompt tokens follow the base vocabulary, not ``[MASK]``, so
+  for them the ids declared in the config are the rule.
 - original (``llm-blender/PairRM``): ``config.json`` is LLM-Blender's *ranker* config
   (``model_type: deberta``, ``model_name: microsoft/deberta-v3-large``). It is never given to
   AutoConfig (that would build DeBERTa v1); the DeBERTa-v2 config is read from the backbone it
@@ -34,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import DebertaV2Config, DebertaV2Tokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    DebertaV2Config,
+    DebertaV2Tokenizer,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from ensemble.checkpoints import has_tokenizer_file, load_tokenizer_file, resolve_dir
 from ensemble.errors import ConfigError
@@ -59,6 +69,9 @@ _DEBERTA_V3_LARGE_CONFIG: dict[str, Any] = {
 }
 _HF_CUSTOM_KEYS = ("n_tasks", "drop_out", "source_prefix_id", "cand1_prefix_id",
                    "cand2_prefix_id", "cand_prefix_id")
+_HF_LENGTH_KEYS = ("source_max_length", "candidate_max_length")  # optional (trained here)
+# Encoders a ``-hf``-layout config may name besides deberta-v2 (train-ranker's backbones).
+BERT_FAMILY = ("bert", "roberta", "xlm-roberta", "electra", "mpnet", "distilbert")
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,7 @@ class Layout:
     """What a checkpoint directory says about the model it holds."""
 
     kind: str  # "hf" or "original"
-    backbone: DebertaV2Config | None  # None for "original" until resolved from model_name
+    backbone: PretrainedConfig | None  # None for "original" until resolved from model_name
     backbone_name: str | None
     n_tasks: int
     drop_out: float
@@ -118,15 +131,20 @@ def read_layout(directory: Path) -> Layout:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}", key="checkpoint") from exc
-    if data.get("model_type") == "deberta-v2":
+    model_type = data.get("model_type")
+    if model_type == "deberta-v2" or (model_type in BERT_FAMILY and "source_prefix_id" in data):
         missing = [k for k in _HF_CUSTOM_KEYS if k not in data]
         if missing:
-            raise ConfigError(f"{path}: deberta-v2 config without PairRM keys {missing}")
-        backbone = {k: v for k, v in data.items() if k not in _HF_CUSTOM_KEYS and k != "model_type"}
+            raise ConfigError(f"{path}: {model_type} config without PairRM keys {missing}")
+        ours = (*_HF_CUSTOM_KEYS, *_HF_LENGTH_KEYS, "model_type")
+        backbone = {k: v for k, v in data.items() if k not in ours}
+        config = (DebertaV2Config(**backbone) if model_type == "deberta-v2"
+                  else AutoConfig.for_model(str(model_type), **backbone))
         return Layout(
-            kind="hf", backbone=DebertaV2Config(**backbone), backbone_name=None,
+            kind="hf", backbone=config, backbone_name=None,
             n_tasks=int(data["n_tasks"]), drop_out=float(data["drop_out"]),
-            source_max_length=1224, candidate_max_length=412,
+            source_max_length=int(data.get("source_max_length", 1224)),
+            candidate_max_length=int(data.get("candidate_max_length", 412)),
             declared_prefix_ids=PrefixIds(data["source_prefix_id"], data["cand1_prefix_id"],
                                           data["cand2_prefix_id"], data["cand_prefix_id"]),
         )
@@ -144,8 +162,13 @@ def read_layout(directory: Path) -> Layout:
 # ----------------------------------------------------------------------------- tokenizer
 
 
-def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]:
-    """The checkpoint's own tokenizer and its verified prompt-token ids."""
+def load_tokenizer(
+    directory: Path, declared: PrefixIds | None = None
+) -> tuple[PreTrainedTokenizerBase, PrefixIds]:
+    """The checkpoint's own tokenizer and its verified prompt-token ids.
+
+    The ids must be the four after ``[MASK]`` (DeBERTa, the original collator) or, for a
+    non-DeBERTa backbone, exactly the ``declared`` ones of its config."""
     if not (has_tokenizer_file(directory) or (directory / "spm.model").is_file()):
         raise ConfigError(f"{directory}: no tokenizer.json or spm.model", key="checkpoint")
     if has_tokenizer_file(directory):
@@ -161,7 +184,7 @@ def load_tokenizer(directory: Path) -> tuple[PreTrainedTokenizerBase, PrefixIds]
     ids = tokenizer.convert_tokens_to_ids(list(PROMPT_TOKENS))
     found = PrefixIds(*(ids if isinstance(ids, list) else [ids]))
     expected = PrefixIds.after_mask(mask_id)
-    if unk_id in vars(found).values() or found != expected:
+    if unk_id in vars(found).values() or found not in (expected, declared):
         raise ConfigError(
             f"{directory}: prompt tokens {PROMPT_TOKENS} have ids {found}, expected {expected} "
             "(the four ids after [MASK]); this is not a PairRM tokenizer", key="checkpoint",
@@ -225,7 +248,9 @@ def load_pairrm(
     """
     directory = resolve_dir(checkpoint, cache_dir)
     layout = read_layout(directory)
-    tokenizer, prefix_ids = load_tokenizer(directory)
+    non_deberta = layout.backbone is not None and not isinstance(layout.backbone, DebertaV2Config)
+    tokenizer, prefix_ids = load_tokenizer(
+        directory, layout.declared_prefix_ids if non_deberta else None)
     if layout.declared_prefix_ids is not None and layout.declared_prefix_ids != prefix_ids:
         raise ConfigError(f"{directory}: config prefix ids {layout.declared_prefix_ids} "
                           f"!= tokenizer's {prefix_ids}", key="checkpoint")

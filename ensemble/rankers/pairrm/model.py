@@ -1,4 +1,5 @@
-"""The PairRM network: a DeBERTa-v2/v3 encoder plus LLM-Blender's small pairwise head.
+"""The PairRM network: an encoder (DeBERTa-v2/v3; BERT-family for rankers trained here) plus
+LLM-Blender's small pairwise head.
 
 Spec: ``shared/reference/llm-blender-spec.md`` sections 1.1, 1.5 and 2.1. The module names
 (``pretrained_model``, ``head_layer.{0..4}``) are the state-dict names of both public checkpoints
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DebertaV2Config, DebertaV2Model
+from transformers import AutoModel, DebertaV2Config, DebertaV2Model, PretrainedConfig
 
 from ensemble.rankers.pairrm.attention import AttentionImpl, set_attention
 
@@ -39,10 +40,14 @@ class PrefixIds:
 
 
 class PairRMModel(nn.Module):
-    """``DebertaV2Model`` backbone (``pretrained_model``) + shared pairwise head (``head_layer``)."""
+    """Encoder backbone (``pretrained_model``) + shared pairwise head (``head_layer``).
+
+    A ``DebertaV2Config`` builds ``DebertaV2Model`` (both public checkpoints); any other encoder
+    config (BERT family, ``blendgate train-ranker``) builds its ``AutoModel``.
+    """
 
     def __init__(
-        self, config: DebertaV2Config, prefix_ids: PrefixIds, *, n_tasks: int = 1,
+        self, config: PretrainedConfig, prefix_ids: PrefixIds, *, n_tasks: int = 1,
         drop_out: float = 0.05, attention: AttentionImpl = "sdpa",
     ) -> None:
         super().__init__()
@@ -50,9 +55,12 @@ class PairRMModel(nn.Module):
         self.prefix_ids = prefix_ids  # plain attribute: not part of the state dict
         self.n_tasks = n_tasks
         hidden = config.hidden_size
-        self.pretrained_model = DebertaV2Model(config)
-        # "sdpa" (default) and "eager" share parameters and agree to float rounding.
-        set_attention(self.pretrained_model, attention)
+        if isinstance(config, DebertaV2Config):
+            self.pretrained_model = DebertaV2Model(config)
+            # "sdpa" (default) and "eager" share parameters and agree to float rounding.
+            set_attention(self.pretrained_model, attention)
+        else:  # transformers' own attention choice ("sdpa" where the model supports it)
+            self.pretrained_model = AutoModel.from_config(config, attn_implementation=attention)
         # Index numbering is part of the checkpoint format: head_layer.1 and head_layer.4.
         self.head_layer = nn.Sequential(
             nn.Dropout(drop_out),
@@ -61,6 +69,14 @@ class PairRMModel(nn.Module):
             nn.Dropout(drop_out),
             nn.Linear(hidden, n_tasks),
         )
+
+    @property
+    def max_row_tokens(self) -> int | None:
+        """The longest row the encoder can take: its position table for absolute positions
+        (BERT: 512); None for DeBERTa's relative positions."""
+        if isinstance(self.config, DebertaV2Config) and self.config.relative_attention:
+            return None
+        return getattr(self.config, "max_position_embeddings", None)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pairwise logits [B] (float32) for rows of ``input_ids`` [B, L] padded at the end."""

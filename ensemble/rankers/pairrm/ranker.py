@@ -31,7 +31,7 @@ import numpy as np
 from ensemble.checkpoints import public_name
 from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.config import PairRMRankerConfig
-from ensemble.errors import RankerError
+from ensemble.errors import ConfigError, RankerError
 from ensemble.rankers.base import Comparison
 from ensemble.rankers.pairrm.checkpoint import load_pairrm
 from ensemble.rankers.pairrm.inputs import chat_prompt
@@ -86,6 +86,7 @@ class PairRMRanker:
                                  cache_dir=cfg.cache_dir, max_batch_pairs=cfg.max_batch_pairs,
                                  max_batch_tokens=cfg.max_batch_tokens,
                                  attention=cfg.attention, compile=cfg.compile)
+            _check_row_limits(pairrm, cfg)
             pair_logits(pairrm, [("warm-up", "a", "b")])
             return pairrm
 
@@ -147,6 +148,20 @@ class PairRMRanker:
 
     async def aclose(self) -> None:
         await self._worker.aclose()
+
+
+def _check_row_limits(pairrm: PairRM, cfg: PairRMRankerConfig) -> None:
+    """Rows must fit an absolute-position encoder (a BERT-backbone ranker from train-ranker),
+    or every long request would fail: say so at load, with the limits it was trained with."""
+    positions = pairrm.model.max_row_tokens
+    longest = cfg.source_max_length + 2 * cfg.candidate_max_length
+    if positions is not None and longest > positions:
+        raise ConfigError(
+            f"{cfg.checkpoint}: rows of up to {longest} tokens (source_max_length "
+            f"{cfg.source_max_length} + 2 x candidate_max_length {cfg.candidate_max_length}) "
+            f"exceed the encoder's {positions} positions; it was trained with "
+            f"source_max_length {pairrm.source_max_length}, candidate_max_length "
+            f"{pairrm.candidate_max_length}", key="ranker.source_max_length")
 
 
 def _run_jobs(
