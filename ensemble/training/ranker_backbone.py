@@ -108,7 +108,7 @@ def save_ranker(pairrm: PairRM, directory: Path) -> None:
     pairrm.tokenizer.save_pretrained(str(directory))
     prefix = pairrm.prefix_ids
     added = dict(zip(PROMPT_TOKENS, (prefix.source, prefix.candidate1, prefix.candidate2,
-                                     prefix.candidate)))
+                                     prefix.candidate), strict=True))
     (directory / "added_tokens.json").write_text(json.dumps(added, indent=2), encoding="utf-8")
     (directory / "config.json").write_text(json.dumps(ranker_config(pairrm), indent=2),
                                            encoding="utf-8")

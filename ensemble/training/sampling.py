@@ -60,7 +60,7 @@ def sample_pairs(scores: Sequence[float], *, mode: SamplingMode, num_pos: int,
         raise ValueError(f"unknown sampling mode {mode!r}")
     keep = torch.rand(len(left), generator=generator) < 0.5
     return [(int(a), int(b)) for a, b in zip(torch.where(keep, left, right),
-                                              torch.where(keep, right, left))]
+                                              torch.where(keep, right, left), strict=True)]
 
 
 def all_ordered_pairs(n: int) -> list[tuple[int, int]]:
