@@ -10,11 +10,13 @@ deeper (tests/test_architecture.py holds the gateway to it):
 * ``ensemble.types``: requests, results, stream events and reports;
 * ``ensemble.concurrency``: the async helpers (shielded close, gather-or-cancel);
 * ``ensemble.experiments``: the A/B runtime and ``blendgate eval``;
+* ``ensemble.training``: the ranker and fuser trainers and the preference export;
 * ``ensemble.ray_serve``: the Ray Serve model deployments (needs the ``ray`` extra).
 """
 
 # The documented public submodules (see above); anything else is internal.
-PUBLIC_SUBMODULES = ("concurrency", "config", "errors", "experiments", "ray_serve", "types")
+PUBLIC_SUBMODULES = ("concurrency", "config", "errors", "experiments", "ray_serve", "training",
+                     "types")
 
 from ensemble.backends.embeddings import Embedders
 from ensemble.backends.factory import with_default_max_tokens

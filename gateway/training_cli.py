@@ -117,7 +117,7 @@ def _metric_names(text: str) -> tuple[str, ...]:
 
 
 def run_train_ranker(args: argparse.Namespace) -> int:
-    from ensemble.training.ranker_trainer import TrainRankerOptions, train_ranker
+    from ensemble.training import TrainRankerOptions, train_ranker
 
     options = TrainRankerOptions(
         **_common_options(args), start=args.start, data=args.data, eval_data=args.eval_data,
@@ -151,7 +151,7 @@ def add_train_fuser(commands: Any) -> None:
 
 
 def run_train_fuser(args: argparse.Namespace) -> int:
-    from ensemble.training.fuser_trainer import TrainFuserOptions, train_fuser
+    from ensemble.training import TrainFuserOptions, train_fuser
 
     options = TrainFuserOptions(
         **_common_options(args), start=args.start, data=args.data, eval_data=args.eval_data,
@@ -180,8 +180,8 @@ def run_export_preferences(args: argparse.Namespace) -> int:
 
     from ensemble.config import StoreConfig
     from ensemble.errors import ConfigError
-    from ensemble.experiments.store.store import StoreUnavailable
-    from ensemble.training.export import export_preferences
+    from ensemble.experiments import StoreUnavailable
+    from ensemble.training import export_preferences
     from gateway.config import load_config
     from gateway.settings import default_config_path
 
