@@ -73,3 +73,15 @@ class EvalAnswerRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class EvalScoresRow(Base):
+    __tablename__ = "eval_scores"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run: Mapped[str] = mapped_column(String(256), index=True)
+    scorer: Mapped[str] = mapped_column(String(256))
+    prompt_id: Mapped[str] = mapped_column(String(256))
+    scores: Mapped[list[float]] = mapped_column(JSON)
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
