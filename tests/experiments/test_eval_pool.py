@@ -191,6 +191,21 @@ async def test_a_failing_fuser_costs_its_policy_not_the_run(tmp_path: Path) -> N
     assert list(result["costs"]["fusions"]["errors"]) == ["fuse:blend"]
 
 
+async def test_a_failing_ranker_costs_its_policies_not_the_run(tmp_path: Path) -> None:
+    class Down(QualityJudge):
+        async def complete(self, messages: Any, params: Any, n: int = 1) -> list[Completion]:
+            raise RuntimeError("scorer down")
+
+    backends = {**fakes(), "scorer": Down("scorer")}
+    config, prompts = make_config(tmp_path), write_prompts(tmp_path, 2)
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    rows = {r["policy"]: r for r in result["policies"]}
+    # listed all the same: no answer on any prompt, so a loss on each
+    for policy in ("rank:llm_judge", "fuse:blend"):
+        assert rows[policy]["no_answer"] == 2 and rows[policy]["win_rate"] == 0.0
+    assert rows["fuse:plain"]["no_answer"] == 0 and backends["synth"].calls == 0
+
+
 async def test_a_judge_that_is_a_member_is_refused(tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path, 1)
     with pytest.raises(ConfigError, match="judge.*member 'a'"):

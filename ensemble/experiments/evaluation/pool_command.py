@@ -132,6 +132,11 @@ class _Stages:
     fused: dict[str, dict[str, Any]]  # policy -> {"ranker": policy, "answers": {prompt: answer}}
     judged: dict[str, Judged]  # prompt id -> verdicts (prompts the judge failed on are absent)
     costs: dict[str, Any]  # what each stage made, took from the store, and failed on
+    fuse_policies: list[str]  # every ensemble's, even one whose every fusion failed
+
+    def policy_names(self, labels: Sequence[str]) -> list[str]:
+        return [*(policies.member_policy(label) for label in labels), policies.RANDOM,
+                *self.rankings, policies.ORACLE, *self.fuse_policies]
 
 
 async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[EnsembleModelConfig],
@@ -162,7 +167,7 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
     judged, unjudged = await _judge(options, plan, pools, fused, judge)
     costs = {"pool": _cost(made), "fusions": _cost(fusions), "judge_calls": judge.judged,
              "prompts_unjudged": unjudged}
-    return _Stages(pool, rankings, fused, judged, costs)
+    return _Stages(pool, rankings, fused, judged, costs, [f"fuse:{e.id}" for e in ensembles])
 
 
 def ranker_policies(ensembles: Sequence[EnsembleModelConfig]) -> dict[str, RankerConfig]:
@@ -241,8 +246,7 @@ def _summarise(options: EvalOptions, plan: PoolPlan, stages: _Stages,
     judged = stages.judged
     best = policies.best_member(labels, picks, judged)
     baseline = policies.member_policy(best)
-    names = list(dict.fromkeys(name for mine in picks.values() for name in mine))
-    names += [n for n in stages.fused if n not in names]
+    names = stages.policy_names(labels)
     margin = tie_margin(options)
     rows = [policies.summarise_policy(name, baseline, picks, judged, margin, options.seed)
             for name in names]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from ensemble.experiments.judge import PairwiseJudge, decide
 from ensemble.experiments.store import ExperimentStore
 from ensemble.rankers.base import Ranker
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 
 
@@ -74,7 +76,9 @@ async def rank_pools(ranker: Ranker, fingerprint: str, store: ExperimentStore, r
         started = time.perf_counter()
         try:
             ranking = await ranker.rank(prompt.messages(), texts) if len(texts) > 1 else None
-        except Exception:  # noqa: BLE001 - this prompt goes unranked; the run goes on
+        except Exception as exc:  # noqa: BLE001 - this prompt goes unranked; the run goes on
+            logger.warning("ranker %s failed on prompt %s (that policy has no answer there): "
+                           "%s: %s", ranker.name, pid, type(exc).__name__, exc)
             progress(1)
             continue
         scores = ranking.scores if ranking is not None else (0.0,) * len(texts)
