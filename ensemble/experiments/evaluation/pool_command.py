@@ -142,9 +142,11 @@ class _Stages:
 async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[EnsembleModelConfig],
                   models: _Models, store: ExperimentStore, judge: PoolJudge) -> _Stages:
     config = options.config
+    clock = [time.perf_counter()]  # each stage's end: its wall time, to plan longer runs
     slots = sum(m.cfg.samples for m in plan.members) * len(plan.prompts)
     with progress_bar(options, slots, "pool") as bar:
         pool, made = await collect_pool(config, models.backends, store, plan, bar.update)
+    clock.append(time.perf_counter())
     pools = {p.id: (p, [c.answer.text for c in pool[p.id]]) for p in plan.prompts
              if pool[p.id]}
     rankings: dict[str, dict[str, PoolRanking]] = {}
@@ -154,9 +156,11 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
         with progress_bar(options, len(pools), policy) as bar:
             rankings[policy] = await rank_pools(ranker, fingerprint, store, plan.run, pools,
                                                 bar.update)
+    clock.append(time.perf_counter())
     jobs = await _fuse_jobs(plan.prompts, pools, ensembles, rankings, models)
     with progress_bar(options, len(jobs), "fusing") as bar:
         fusions = await collect_fusions(config, store, plan, jobs, bar.update)
+    clock.append(time.perf_counter())
     fused: dict[str, dict[str, Any]] = {}
     for job in jobs:
         entry = fused.setdefault(job.policy, {"ranker": _ranker_of(job.policy, ensembles),
@@ -165,8 +169,11 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
         if answer is not None:  # else that fusion failed: the policy has no answer there
             entry["answers"][job.prompt.id] = answer
     judged, unjudged = await _judge(options, plan, pools, fused, judge)
+    clock.append(time.perf_counter())
     costs = {"pool": _cost(made), "fusions": _cost(fusions), "judge_calls": judge.judged,
-             "prompts_unjudged": unjudged}
+             "prompts_unjudged": unjudged,
+             "stage_s": {stage: round(end - begin, 1) for stage, begin, end in zip(
+                 ("pool", "ranking", "fusing", "judging"), clock[:-1], clock[1:], strict=True)}}
     return _Stages(pool, rankings, fused, judged, costs, [f"fuse:{e.id}" for e in ensembles])
 
 
@@ -305,4 +312,6 @@ def pool_lines(result: dict[str, Any]) -> list[str]:
         lines.append(f"{r['policy']}: {100 * r['win_rate']:.1f}% [{100 * r['low']:.1f}, "
                      f"{100 * r['high']:.1f}], judge {r['judge_score_mean']}, tokens "
                      f"{tokens}, p50 {latency} (W/T/L {r['wins']}/{r['ties']}/{r['losses']})")
+    stages = ", ".join(f"{stage} {s:g}s" for stage, s in result["costs"]["stage_s"].items())
+    lines.append(f"wall time: {stages}; {result['costs']['judge_calls']} new verdicts")
     return lines
