@@ -230,21 +230,22 @@ def _f(value: float | None) -> str:
 
 def _quality_cost_plot(rows: list[dict[str, Any]]) -> Any:
     """Win rate (bootstrap interval as error bars) against tokens and against latency."""
-    figure, (by_tokens, by_latency) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    figure, (by_tokens, by_latency) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     shown = [r for r in rows if r["win_rate"] is not None]
+    markers = "osD^v<>PX*h"  # policies that cost the same still tell apart in the legend
     for axes, cost, label in ((by_tokens, "completion_tokens_mean", "completion tokens (mean)"),
                               (by_latency, "latency_p50_s", "latency p50 (s)")):
-        for row in shown:
-            x = row[cost] or 0.0
-            axes.errorbar(x, row["win_rate"], yerr=[[row["win_rate"] - row["low"]],
-                                                    [row["high"] - row["win_rate"]]],
-                          fmt="o", capsize=4)
-            axes.annotate(row["policy"], (x, row["win_rate"]), fontsize=7,
-                          xytext=(4, 4), textcoords="offset points")
+        for i, row in enumerate(shown):
+            axes.errorbar(row[cost] or 0.0, row["win_rate"],
+                          yerr=[[row["win_rate"] - row["low"]], [row["high"] - row["win_rate"]]],
+                          fmt=markers[i % len(markers)], capsize=4, alpha=0.8,
+                          label=row["policy"])
         axes.axhline(0.5, color="#c33", linestyle="--", linewidth=1)
         axes.set_xlabel(label)
-        axes.set_ylim(0, 1)
+        axes.set_ylim(-0.03, 1.03)
     by_tokens.set_ylabel("win rate against the best member")
+    if shown:
+        by_latency.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
     return figure
 
 
