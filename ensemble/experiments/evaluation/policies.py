@@ -43,6 +43,10 @@ def member_policy(label: str) -> str:
     return f"member:{label}"
 
 
+def fuse_policy(ensemble_id: str) -> str:
+    return f"fuse:{ensemble_id}"
+
+
 def ranked_order(ranking: PoolRanking) -> list[int]:
     """Pool indices best first, as the engine orders them (competition ranks, ties in pool
     order)."""

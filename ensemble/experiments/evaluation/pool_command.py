@@ -174,7 +174,7 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
              "prompts_unjudged": unjudged,
              "stage_s": {stage: round(end - begin, 1) for stage, begin, end in zip(
                  ("pool", "ranking", "fusing", "judging"), clock[:-1], clock[1:], strict=True)}}
-    return _Stages(pool, rankings, fused, judged, costs, [f"fuse:{e.id}" for e in ensembles])
+    return _Stages(pool, rankings, fused, judged, costs, [policies.fuse_policy(e.id) for e in ensembles])
 
 
 def ranker_policies(ensembles: Sequence[EnsembleModelConfig]) -> dict[str, RankerConfig]:
@@ -191,7 +191,7 @@ def ranker_policies(ensembles: Sequence[EnsembleModelConfig]) -> dict[str, Ranke
 
 
 def _ranker_of(policy: str, ensembles: Sequence[EnsembleModelConfig]) -> str:
-    ensemble = next(e for e in ensembles if f"fuse:{e.id}" == policy)
+    ensemble = next(e for e in ensembles if policies.fuse_policy(e.id) == policy)
     return next(name for name, cfg in ranker_policies(ensembles).items()
                 if cfg == ensemble.ranker)
 
@@ -203,7 +203,7 @@ async def _fuse_jobs(prompts: Sequence[Prompt], pools: Mapping[str, tuple[Prompt
     """One job per ensemble and ranked prompt: its fuser over its ranker's top-k."""
     jobs = []
     for ensemble in ensembles:
-        policy = f"fuse:{ensemble.id}"
+        policy = policies.fuse_policy(ensemble.id)
         fuser = await models.fusers.get(ensemble.fuser)
         ranked = rankings[_ranker_of(policy, ensembles)]
         for prompt in prompts:
