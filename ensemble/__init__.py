@@ -1,6 +1,9 @@
-"""blendgate's ensemble library: backends, fan-out, rankers, fusers and the ``Blender`` API."""
+"""blendgate's ensemble library: backends, fan-out, rankers, fusers, the ``BlendEngine`` that
+serves them and the ``Blender`` API."""
 
+from ensemble.builder import member_labels
 from ensemble.config import BlendgateConfig, load_config, parse_config
+from ensemble.engine import BlendEngine
 from ensemble.errors import (
     BackendConnectError,
     BackendError,
@@ -45,6 +48,7 @@ __all__ = [
     "BackendProtocolError",
     "BackendStatusError",
     "BackendTimeout",
+    "BlendEngine",
     "BlendError",
     "BlendReport",
     "BlendRequest",
@@ -76,6 +80,7 @@ __all__ = [
     "UnknownModelError",
     "Usage",
     "load_config",
+    "member_labels",
     "parse_config",
 ]
 

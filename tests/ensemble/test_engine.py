@@ -352,7 +352,7 @@ async def test_service_ranker_is_rank_service_else_the_first_ensembles_model() -
 async def test_engine_owns_and_closes_the_backends_it_builds() -> None:
     cfg = config()
     engine = await BlendEngine.from_config(cfg)
-    built: list[Backend] = list(engine._owned_backends)
+    built: list[Backend] = list(engine._parts.owned_backends)
     assert sorted(b.name for b in built) == ["a", "b", "c", "synth"]
     await engine.aclose()
     injected = backends()

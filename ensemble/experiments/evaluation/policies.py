@@ -25,7 +25,7 @@ from ensemble.experiments.evaluation.pool import Candidate
 from ensemble.experiments.evaluation.pool_scoring import Judged, PoolRanking
 from ensemble.experiments.events import EvalAnswer
 from ensemble.experiments.stats import bootstrap_interval, percentile, verdict_value
-from ensemble.rankers.ranks import competition_ranks
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import Ranking
 
 ORACLE = "oracle"
@@ -50,7 +50,7 @@ def fuse_policy(ensemble_id: str) -> str:
 def ranked_order(ranking: PoolRanking) -> list[int]:
     """Pool indices best first, as the engine orders them (competition ranks, ties in pool
     order)."""
-    return Ranking(ranking.scores, tuple(competition_ranks(ranking.scores))).order()
+    return Ranking(ranking.scores, tuple(ranks_from_scores(ranking.scores).tolist())).order()
 
 
 def selection_picks(prompt_id: str, pool: Sequence[Candidate],

@@ -19,9 +19,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ensemble.backends.base import Backend
-from ensemble.cancellation import closing
+from ensemble.builder import member_labels
+from ensemble.concurrency import closing
 from ensemble.config import BlendgateConfig, EnsembleModelConfig, FuserConfig, MemberConfig
-from ensemble.engine import member_labels
 from ensemble.errors import ConfigError
 from ensemble.experiments.evaluation.datasets import Prompt
 from ensemble.experiments.evaluation.offline import config_fingerprint, content_key

@@ -173,26 +173,14 @@ def wins_from_matrix(matrix: np.ndarray) -> np.ndarray:
     Each ordered pair votes once: candidate i wins it with i on the left when its logit is
     positive, and with i on the right when the logit is negative (at most 2(n-1) wins). These
     are LLM-Blender's rank-helper counts; its score helper's mean for the second term is a bug
-    (spec 1.7) and is not copied. Ranks: :func:`ranks_from_scores` of the wins.
+    (spec 1.7) and is not copied. Ranks: :func:`~ensemble.rankers.ranks.ranks_from_scores` of
+    the wins.
 
     >>> wins_from_matrix(np.array([[0, 1.0, 2.0], [-1.0, 0, 0.5], [-3.0, -0.5, 0]])).tolist()
     [4, 2, 0]
     """
     m = np.asarray(matrix)
     return ((m > 0).sum(axis=-1) + (m < 0).sum(axis=-2)).astype(np.int32)
-
-
-def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
-    """Competition ranks, int32, same shape (1-D or 2-D): 1 = best, ties share the best rank.
-
-    >>> ranks_from_scores(np.array([1.0, 2.0, 2.0, 0.0])).tolist()
-    [3, 1, 1, 4]
-    """
-    s = np.asarray(scores)
-    if s.ndim not in (1, 2):
-        raise ValueError(f"scores must be 1-D or 2-D, got shape {s.shape}")
-    better = s[..., None, :] > s[..., :, None]  # [..., j, k]: s_k > s_j
-    return (1 + better.sum(axis=-1)).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- bubble selection
