@@ -5,6 +5,7 @@ member is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -57,11 +58,18 @@ class QualityJudge:
 
     name: str = "judge"
     calls: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
 
     async def complete(self, messages: Sequence[ChatMessage], params: SamplingParams,
                        n: int = 1) -> list[Completion]:
         prompt = messages[-1].content
         self.calls.append(prompt)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.delay_s)
+        self.in_flight -= 1
         found = [int(q) for q in QUALITY.findall(prompt.split("</conversation>")[-1])]
         if len(found) == 1:
             tokens = [("Yes", -(10 - found[0]) / 10), ("No", -1.0)]
@@ -174,6 +182,21 @@ async def test_a_pairwise_judge_judges_every_pair_in_both_orders(tmp_path: Path)
     rows = {r["policy"]: r for r in result["policies"]}
     assert rows["oracle"]["judge_score_mean"] >= rows["rank:none"]["judge_score_mean"]
     assert result["judge"]["pointwise"] is False
+    # one pair at a time (--concurrency 1): a pair never waits on others inside its timeout
+    assert backends["judge"].most_in_flight == 2  # its two orders, together
+
+
+async def test_pairwise_judging_keeps_within_the_judge_timeout(tmp_path: Path) -> None:
+    """Every pair queued at once used to time out behind the others (timeout_s counts the
+    wait for the judge's slots); one pair at a time, each is well within it."""
+    config = make_config(tmp_path, "pairwise")
+    service = config.rank_service.model_copy(  # type: ignore[union-attr]
+        update={"timeout_s": 0.5, "max_concurrency": 1})
+    config = config.model_copy(update={"rank_service": service})
+    backends = {**fakes(), "judge": QualityJudge(delay_s=0.06)}
+    result = await run_pool(options(config, write_prompts(tmp_path, 1), tmp_path / "out"),
+                            backends)
+    assert result["prompts_scored"] == 1 and result["costs"]["prompts_unjudged"] == 0
 
 
 async def test_a_failing_fuser_costs_its_policy_not_the_run(tmp_path: Path) -> None:

@@ -94,6 +94,7 @@ async def run_pool(options: EvalOptions,
             judge = PoolJudge(PairwiseJudge(await models.rankers.get(judge_cfg),
                                             tie_margin(options)),
                               pointwise=_pointwise(judge_cfg), store=store, run=run_label,
+                              concurrency=options.concurrency,
                               fingerprint=config_fingerprint(config, judge_cfg,
                                                              backends_of(judge_cfg)))
             stages = await _stages(options, plan, ensembles, models, store, judge)

@@ -94,8 +94,11 @@ class PoolJudge:
     """The judge of a pool run, its verdicts cached in the store."""
 
     def __init__(self, judge: PairwiseJudge, *, pointwise: bool, fingerprint: str,
-                 store: ExperimentStore, run: str) -> None:
+                 store: ExperimentStore, run: str, concurrency: int = 1) -> None:
         self.judge = judge
+        # Pairs in flight at once. A ranker's timeout_s runs from the call on, queueing
+        # included: all pairs of a prompt at once made the last ones time out while queued.
+        self._slots = asyncio.Semaphore(concurrency)
         self.pointwise = pointwise
         self._fingerprint = fingerprint
         self._store = store
@@ -144,8 +147,9 @@ class PoolJudge:
             hit = cached.get(keys[pair])
             if hit is not None:
                 return hit.scores[0], hit.scores[1]
-            started = time.perf_counter()
-            judged = await self.judge.judge(prompt.messages(), pair[0], pair[1])
+            async with self._slots:
+                started = time.perf_counter()
+                judged = await self.judge.judge(prompt.messages(), pair[0], pair[1])
             self.judged += 1
             scores = [judged.score_a, judged.score_b]
             self._keep(keys[pair], prompt, scores, time.perf_counter() - started)
