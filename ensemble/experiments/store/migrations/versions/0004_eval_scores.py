@@ -1,7 +1,7 @@
 """Cached judge verdicts and ranker rankings of ``blendgate eval --pool``.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0004_eval_scores
+Revises: 0003_transcripts
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0004_eval_scores"
+down_revision = "0003_transcripts"
 branch_labels = None
 depends_on = None
 
