@@ -117,6 +117,12 @@ def _eval_arguments(evaluate: argparse.ArgumentParser, settings: GatewaySettings
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"),
                           help="output directory (default eval-out)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--pool", action="store_true",
+                          help="candidate-pool mode: generate each member's candidates once, "
+                               "judge them once, score every policy (members, random, rankers, "
+                               "oracle, fusers) off that pool; --models picks the ensembles")
+    evaluate.add_argument("--split", choices=("dev", "test"),
+                          help="a seeded half of the prompt set: tune on dev, report test")
 
 
 def _names(text: str) -> list[str]:
@@ -222,12 +228,12 @@ def _reload_on_sighup(app: FastAPI) -> None:
 
 
 def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from ensemble.experiments import EvalOptions, summary_lines
+    from ensemble.experiments import EvalOptions, pool_lines, summary_lines
     from ensemble.experiments import run_eval as run
 
-    if bool(args.prompts) == bool(args.agreement):
-        raise ConfigError("blendgate eval: give --prompts (A/B run) or --agreement (judge "
-                          "agreement), not both")
+    if bool(args.prompts or args.pool) == bool(args.agreement):
+        raise ConfigError("blendgate eval: give --prompts (A/B run), --pool (candidate pool) "
+                          "or --agreement (judge agreement), not two of them")
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     options = EvalOptions(
         config=config, out=args.out,
@@ -236,9 +242,12 @@ def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
         baselines=args.baseline, experiment=args.experiment, judge=args.judge,
         tie_margin=args.tie_margin, max_tokens=args.max_tokens, temperature=args.temperature,
         concurrency=args.concurrency, store_url=args.store, data_dir=args.data_dir,
-        progress=not args.no_progress)
+        progress=not args.no_progress, pool=args.pool, split=args.split)
     result = asyncio.run(run(options))
-    if args.agreement:
+    if args.pool:
+        print("\n".join(pool_lines(result)))
+        print(f"written: {args.out / 'pool.json'}, {args.out / 'pool.html'}")
+    elif args.agreement:
         print(result["markdown"])
         print(f"\nwritten: {args.out / 'agreement.json'}, {args.out / 'agreement.md'}")
     else:

@@ -14,6 +14,7 @@ Small modules, one idea each:
 Nothing here imports the HTTP layer.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING
 
 from ensemble.experiments.events import KeyUsageEvent
@@ -35,6 +36,7 @@ __all__ = [
     "StoreDisabledError",
     "StoreUnavailable",
     "UnknownCompletionError",
+    "pool_lines",
     "run_eval",
     "summary_lines",
 ]
@@ -42,14 +44,20 @@ __all__ = [
 if TYPE_CHECKING:
     from ensemble.experiments.evaluation.command import EvalOptions, summary_lines
     from ensemble.experiments.evaluation.command import run as run_eval
+    from ensemble.experiments.evaluation.pool_command import pool_lines
 
 # `blendgate eval` draws plots (matplotlib): loaded on first access, not with the runtime.
-_EVALUATION = {"EvalOptions": "EvalOptions", "run_eval": "run", "summary_lines": "summary_lines"}
+# name -> (module under evaluation/, its name there)
+_EVALUATION = {
+    "EvalOptions": ("command", "EvalOptions"),
+    "run_eval": ("command", "run"),
+    "summary_lines": ("command", "summary_lines"),
+    "pool_lines": ("pool_command", "pool_lines"),
+}
 
 
 def __getattr__(name: str) -> object:
     if name in _EVALUATION:
-        from ensemble.experiments.evaluation import command
-
-        return getattr(command, _EVALUATION[name])
+        module, attr = _EVALUATION[name]
+        return getattr(import_module(f"ensemble.experiments.evaluation.{module}"), attr)
     raise AttributeError(f"module 'ensemble.experiments' has no attribute {name!r}")

@@ -97,5 +97,20 @@ class KeyUsageEvent:
     created_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class EvalScores:
+    """Cached scores of ``blendgate eval --pool``: a judge's verdict on some answers to one
+    prompt, or a ranker's ranking of a prompt's candidate pool (``elapsed_s``: how long it
+    took, the ranking time a selection policy's latency includes)."""
+
+    key: str
+    run: str
+    scorer: str  # the judge's or ranker's name
+    prompt_id: str
+    scores: list[float]
+    elapsed_s: float
+    created_at: float = field(default_factory=time.time)
+
+
 Event = (CompletionEvent | VerdictEvent | FeedbackEvent | EvalAnswer | KeyUsageEvent
-         | TranscriptEvent)
+         | TranscriptEvent | EvalScores)

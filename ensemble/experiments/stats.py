@@ -5,6 +5,10 @@ A verdict counts 1 for a win, 1/2 for a tie and 0 for a loss; the win rate is th
 * **Wilson score interval** (Wilson 1927) at level 1 - alpha, for reporting: with statsmodels
   when it is installed (``proportion_confint(method="wilson")``), else the formula below (the
   same numbers). A tie, worth 1/2, is counted as half a success of a trial.
+* **Paired bootstrap interval** (``bootstrap_interval``) for a win rate over one shared set of
+  prompts, such as the policies of ``blendgate eval --pool``: each prompt's verdict is already a
+  paired comparison (two answers to the same prompt), and resampling prompts keeps the pairs.
+  Percentile interval of ``scipy.stats.bootstrap``, seeded.
 * **Anytime-valid confidence sequence** for the "enough evidence" flag: the two-sided normal
   mixture boundary of Robbins (1970) as given by Howard, Ramdas, McAuliffe & Sekhon (2021,
   "Time-uniform, nonparametric, nonasymptotic confidence sequences", eq. (14)). Verdicts are in
@@ -19,7 +23,7 @@ A verdict counts 1 for a win, 1/2 for a tie and 0 for a loss; the win rate is th
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -86,6 +90,29 @@ def win_rate(outcomes: Iterable[str], alpha: float = 0.05) -> WinRate:
     decided = cs_low > 0.5 or cs_high < 0.5
     return WinRate(n, wins, ties, losses, total / n, low, high, cs_low, cs_high, decided,
                    (cs_low > 0.5) if decided else None)
+
+
+def verdict_value(outcome: str) -> float:
+    """A verdict as a number: 1 for a win, 1/2 for a tie, 0 for a loss."""
+    return _VALUE[outcome]
+
+
+def bootstrap_interval(values: Sequence[float], *, seed: int = 0, alpha: float = 0.05,
+                       resamples: int = 10_000) -> tuple[float, float] | None:
+    """Percentile bootstrap interval at level 1 - alpha for the mean of ``values`` (one per
+    prompt); None for no values. Rounded to 6 digits, so float noise never moves a bound."""
+    if not values:
+        return None
+    if min(values) == max(values):  # every resample has the same mean
+        return float(values[0]), float(values[0])
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    result = bootstrap((np.asarray(values, dtype=float),), np.mean, confidence_level=1 - alpha,
+                       n_resamples=resamples, method="percentile",
+                       rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return round(float(interval.low), 6), round(float(interval.high), 6)
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -14,6 +14,7 @@ from ensemble.config import StoreConfig
 from ensemble.experiments.events import (
     CompletionEvent,
     EvalAnswer,
+    EvalScores,
     FeedbackEvent,
     VerdictEvent,
 )
@@ -24,6 +25,7 @@ from ensemble.experiments.store import (
     VerdictCount,
 )
 from ensemble.experiments.store.migrate import head_revision
+from ensemble.experiments.store.schema import Base
 from ensemble.experiments.store.store import StoreUnavailable
 from tests.experiments.conftest import sqlite_url
 
@@ -40,8 +42,8 @@ async def _reset(url: str) -> None:
     if url.startswith("postgresql"):  # one server for the session: start each test empty
         engine = create_async_engine(url)
         async with engine.begin() as connection:
-            for table in ("key_usage", "transcripts", "eval_answers", "feedback", "verdicts",
-                          "completions", "alembic_version"):
+            # every table of the schema: a migration that adds one must not find it there
+            for table in [*(t.name for t in Base.metadata.sorted_tables), "alembic_version"]:
                 await connection.exec_driver_sql(f"DROP TABLE IF EXISTS {table}")
         await engine.dispose()
 
@@ -65,8 +67,9 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
         store.submit(FeedbackEvent("fb-1", "c0", "blend", 1.0, "assistant", "blend", thumbs="up"))
         store.submit(EvalAnswer("k1", "run", "blend", "p1", "an answer", 1.5, 3, 4))
         store.submit(EvalAnswer("k1", "run", "blend", "p1", "a duplicate is skipped", 1, 1, 1))
+        store.submit(EvalScores("s1", "run", "llm_judge", "p1", [0.25, -1.5], 0.75))
         await store.flush()
-        assert store.stats.written == 10 and store.stats.healthy
+        assert store.stats.written == 11 and store.stats.healthy
 
         rows = await store.completions("assistant")
         assert sorted(r[3] for r in rows) == [20, 21, 22, 23, 24]
@@ -86,6 +89,9 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
             ("blend", 1, 1.0)]
         cached = await store.eval_answers(["k1", "missing"])
         assert list(cached) == ["k1"] and cached["k1"].text == "an answer"
+        scores = await store.eval_scores(["s1", "missing"])
+        assert list(scores) == ["s1"] and scores["s1"].scores == [0.25, -1.5]
+        assert scores["s1"].elapsed_s == 0.75
         ref = await store.completion("c3")
         assert ref is not None and (ref.model, ref.arm) == ("blend", "blend")
     finally:
@@ -109,7 +115,7 @@ async def test_restart_keeps_the_data(store_url: str) -> None:
             version = (await connection.exec_driver_sql(
                 "SELECT version_num FROM alembic_version")).scalar()
         await engine.dispose()
-        assert {"completions", "verdicts", "feedback", "eval_answers"} <= set(tables)
+        assert {"completions", "verdicts", "feedback", "eval_answers", "eval_scores"} <= set(tables)
         assert version == head_revision()
     finally:
         await reopened.aclose()

@@ -1,10 +1,13 @@
 """``blendgate eval``, run from parsed options: build what the mode needs, run, write results.
 
-Two modes:
+Three modes:
 
 * **A/B run** (``EvalOptions.prompts``): models and baselines answer the prompts through an
   in-process ``BlendEngine`` built from the config, the judge compares, and ``result.json`` plus
   ``report.html`` are written to the output directory.
+* **Candidate pool** (``EvalOptions.pool``): each member's candidates generated once, judged
+  once, and every selection and fusion policy scored off that pool (``pool_command``);
+  ``pool.json`` and ``pool.html`` are written.
 * **Judge agreement** (``EvalOptions.agreement``): the judge alone scores labelled pairs;
   ``agreement.json`` and ``agreement.md`` (the model card's table layout) are written.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,8 @@ class EvalOptions:
     store_url: str | None = None
     data_dir: str | None = None
     progress: bool = True
+    pool: bool = False
+    split: str | None = None  # "dev" or "test": a seeded half of the prompt set (pool mode)
 
 
 def judge_config(options: EvalOptions) -> RankerConfig:
@@ -111,37 +116,53 @@ async def run(options: EvalOptions) -> dict[str, Any]:
     options.out.mkdir(parents=True, exist_ok=True)
     if options.agreement:
         return await _run_agreement(options)
+    if options.pool:
+        from ensemble.experiments.evaluation.pool_command import run_pool
+
+        return await run_pool(options)
     return await _run_ab(options)
+
+
+def chosen_prompts(options: EvalOptions, spec: str) -> tuple[str, list[datasets.Prompt]]:
+    """(run label, prompts): the set, its ``--split`` half, then ``--sample`` / ``--limit``."""
+    prompts = datasets.load_prompts(spec, datasets.data_dir(options.data_dir))
+    if options.split is not None:
+        prompts = datasets.split_prompts(prompts, options.split, options.seed)
+    label = Path(spec).stem if spec not in datasets.PROMPT_SETS else spec
+    return label, datasets.choose(prompts, limit=options.limit, sample=options.sample,
+                                  seed=options.seed)
+
+
+def open_store(options: EvalOptions) -> Awaitable[ExperimentStore]:
+    """The answer cache: ``--store``, else the config's store, else SQLite in data/."""
+    store_cfg = options.config.store_config() or StoreConfig()
+    if options.store_url:
+        store_cfg = store_cfg.model_copy(update={"url": options.store_url})
+    return ExperimentStore.open(store_cfg)
 
 
 async def _run_ab(options: EvalOptions) -> dict[str, Any]:
     from ensemble.engine import BlendEngine
 
-    directory = datasets.data_dir(options.data_dir)
     assert options.prompts is not None
-    prompts = datasets.choose(datasets.load_prompts(options.prompts, directory),
-                              limit=options.limit, sample=options.sample, seed=options.seed)
+    run_label, prompts = chosen_prompts(options, options.prompts)
     models, baselines = plan_models(options)
     plan = offline.EvalPlan(
-        run=Path(options.prompts).stem if options.prompts not in datasets.PROMPT_SETS
-        else options.prompts, prompts=prompts, models=models, baselines=baselines,
+        run=run_label, prompts=prompts, models=models, baselines=baselines,
         max_tokens=options.max_tokens, temperature=options.temperature,
         concurrency=options.concurrency)
-    store_cfg = options.config.store_config() or StoreConfig()
-    if options.store_url:
-        store_cfg = store_cfg.model_copy(update={"url": options.store_url})
     started = time.perf_counter()
-    store = await ExperimentStore.open(store_cfg)
+    store = await open_store(options)
     try:
         # The judge is the engine's ranker: an llm_judge calls one of the config's backends.
         async with await BlendEngine.from_config(options.config) as engine:
             judge = PairwiseJudge(await engine.ranker(judge_config(options)),
                                   tie_margin(options))
-            with _bar(options, len(prompts) * len(plan.answering()), "answers") as bar:
+            with progress_bar(options, len(prompts) * len(plan.answering()), "answers") as bar:
                 answers = await offline.collect_answers(engine, store, options.config, plan,
                                                         bar.update)
             pairs = len(prompts) * sum(1 for m in models for b in baselines if m != b)
-            with _bar(options, pairs, "judging") as bar:
+            with progress_bar(options, pairs, "judging") as bar:
                 judgements = await offline.judge_answers(judge, plan, answers, bar.update)
     finally:
         await store.aclose()
@@ -174,7 +195,7 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
             except FileNotFoundError as exc:
                 missing[name] = str(exc)
                 continue
-            with _bar(options, len(pairs), name) as bar:
+            with progress_bar(options, len(pairs), name) as bar:
                 scored = await agreement_mode.score_pairs(judge, pairs, bar.update)
             tables.append(agreement_mode.table(name, scored, margin))
     text = "\n\n".join(agreement_mode.markdown(t, ranker.name) for t in tables)
@@ -188,7 +209,7 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
     return result
 
 
-def _bar(options: EvalOptions, total: int, what: str) -> tqdm:  # type: ignore[type-arg]
+def progress_bar(options: EvalOptions, total: int, what: str) -> tqdm:  # type: ignore[type-arg]
     return tqdm(total=total, desc=what, unit="it", disable=not options.progress, leave=True)
 
 

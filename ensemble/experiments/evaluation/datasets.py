@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from ensemble.errors import ConfigError
+from ensemble.experiments.split import unit_hash
+from ensemble.types import ChatMessage
 
 PROMPT_SETS = ("alpaca_eval", "mt_bench", "vicuna_bench")
+SPLITS = ("dev", "test")
 AGREEMENT_SETS = ("hhh", "autoj", "mt_bench_human")
 
 Item = TypeVar("Item")
@@ -29,6 +32,10 @@ class Prompt:
     id: str
     text: str
     category: str
+
+    def messages(self) -> tuple[ChatMessage, ...]:
+        """The prompt as a one-turn conversation."""
+        return (ChatMessage("user", self.text),)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,17 @@ def choose(items: Sequence[Item], *, limit: int | None = None, sample: int | Non
         random.Random(seed).shuffle(order)
         chosen = [chosen[i] for i in sorted(order[:sample])]
     return chosen[:limit]
+
+
+def split_prompts(prompts: Sequence[Prompt], split: str, seed: int = 0) -> list[Prompt]:
+    """The ``dev`` or the ``test`` half of a prompt set: each prompt falls in one half by a
+    seeded hash of its id (``split.unit_hash``), so the halves are disjoint for a seed, stay
+    put when the set grows, and a ``--sample`` drawn from one never touches the other. Tune on
+    ``dev``, report ``test``."""
+    if split not in SPLITS:
+        raise ConfigError(f"--split: {split!r} is not one of {SPLITS}")
+    return [p for p in prompts
+            if (unit_hash(f"eval-split:{seed}", p.id) < 0.5) == (split == "dev")]
 
 
 # ----------------------------------------------------------------------------- agreement sets

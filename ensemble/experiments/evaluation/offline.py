@@ -15,9 +15,11 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from ensemble.config import BlendgateConfig, EnsembleModelConfig, LLMFuserConfig
 from ensemble.experiments.evaluation.datasets import Prompt
@@ -67,14 +69,26 @@ def model_fingerprint(config: BlendgateConfig, model_id: str) -> str:
             backends.append(llm.backend)
     else:
         backends = [entry.backend]
+    return config_fingerprint(config, entry if entry is not None else model_id, backends)
+
+
+def config_fingerprint(config: BlendgateConfig, what: BaseModel | str,
+                       backends: Iterable[str]) -> str:
+    """A hash of a component's config (a model, a member, a ranker, a fuser) and of the
+    backends it calls: what decides its output, so the cache key of that output."""
     # Only what was set: a later blendgate with new (defaulted) config fields keeps the cache.
     parts = {
-        "model": entry.model_dump(mode="json", exclude_defaults=True)
-        if entry is not None else model_id,
+        "model": what.model_dump(mode="json", exclude_defaults=True)
+        if isinstance(what, BaseModel) else what,
         "backends": {b: config.backends[b].model_dump(mode="json", exclude_defaults=True)
                      for b in sorted(set(backends))},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def content_key(*parts: object) -> str:
+    """A cache key: the hash of ``parts`` (JSON values)."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def answer_key(fingerprint: str, prompt: Prompt, plan: EvalPlan) -> str:

@@ -2,7 +2,9 @@
 external file, script or font, so it opens anywhere and can be attached to a ticket.
 
 Plots: win rate with its Wilson interval per comparison (and the anytime-valid sequence), latency
-and completion tokens per model, and win rate by prompt category.
+and completion tokens per model, and win rate by prompt category. A pool run (``render_pool``):
+win rate against the best member per policy, with its bootstrap interval, against completion
+tokens and against median latency.
 """
 
 from __future__ import annotations
@@ -176,3 +178,84 @@ def _category_plot(comparisons: list[dict[str, Any]]) -> Any:
 
 def _model_answers(result: dict[str, Any], model: str) -> list[dict[str, Any]]:
     return result.get("answer_stats", {}).get(model, [])
+
+
+# ----------------------------------------------------------------------------- pool runs
+
+
+def render_pool(result: dict[str, Any]) -> str:
+    """The report of ``blendgate eval --pool``: quality against cost per policy, the table,
+    and every prompt's picks."""
+    judge = result["judge"]
+    split = f", {result['split']} split" if result["split"] else ""
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        (f"<title>blendgate eval --pool: {_e(result['run'])}</title><style>{_STYLE}</style>"
+         "</head><body>"),
+        f"<h1>blendgate eval --pool: {_e(result['run'])}</h1>",
+        (f"<p>{result['prompts_scored']} of {result['prompts_total']} prompts scored "
+         f"(seed {result['seed']}{_e(split)}); judge <b>{_e(judge['name'])}</b> "
+         f"({'pointwise' if judge['pointwise'] else 'pairwise'}, tie margin "
+         f"{judge['tie_margin']}). Every policy is scored off one candidate pool; win rate is "
+         f"against the best member, <b>{_e(result['best_member'])}</b> alone: "
+         f"{_e(result['win_rate'])}.</p>"),
+        "<h2>Quality against cost</h2>", _img(_quality_cost_plot(result["policies"])),
+        "<h2>Policies</h2>", _policy_table(result["policies"]),
+        "<h2>Picks</h2>", _pool_picks(result["prompts"]),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _policy_table(rows: list[dict[str, Any]]) -> str:
+    head = ("<table><tr><th>policy</th><th>n</th><th>wins / ties / losses</th>"
+            "<th>win rate</th><th>bootstrap 95%</th><th>judge score (mean)</th>"
+            "<th>completion tokens (mean)</th><th>latency p50</th><th>latency p90</th></tr>")
+    body = [
+        f"<tr><td>{_e(r['policy'])}</td><td class=num>{r['n']}</td>"
+        f"<td class=num>{r['wins']} / {r['ties']} / {r['losses']}</td>"
+        f"<td class=num>{_pct(r['win_rate'])}</td>"
+        f"<td class=num>{_pct(r['low'])} &ndash; {_pct(r['high'])}</td>"
+        f"<td class=num>{_f(r['judge_score_mean'])}</td>"
+        f"<td class=num>{_n(r['completion_tokens_mean'])}</td>"
+        f"<td class=num>{_s(r['latency_p50_s'])}</td><td class=num>{_s(r['latency_p90_s'])}</td>"
+        "</tr>"
+        for r in rows]
+    return head + "".join(body) + "</table>"
+
+
+def _f(value: float | None) -> str:
+    return "&ndash;" if value is None else f"{value:.3f}"
+
+
+def _quality_cost_plot(rows: list[dict[str, Any]]) -> Any:
+    """Win rate (bootstrap interval as error bars) against tokens and against latency."""
+    figure, (by_tokens, by_latency) = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+    shown = [r for r in rows if r["win_rate"] is not None]
+    markers = "osD^v<>PX*h"  # policies that cost the same still tell apart in the legend
+    for axes, cost, label in ((by_tokens, "completion_tokens_mean", "completion tokens (mean)"),
+                              (by_latency, "latency_p50_s", "latency p50 (s)")):
+        for i, row in enumerate(shown):
+            axes.errorbar(row[cost] or 0.0, row["win_rate"],
+                          yerr=[[row["win_rate"] - row["low"]], [row["high"] - row["win_rate"]]],
+                          fmt=markers[i % len(markers)], capsize=4, alpha=0.8,
+                          label=row["policy"])
+        axes.axhline(0.5, color="#c33", linestyle="--", linewidth=1)
+        axes.set_xlabel(label)
+        axes.set_ylim(-0.03, 1.03)
+    by_tokens.set_ylabel("win rate against the best member")
+    if shown:
+        by_latency.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+    return figure
+
+
+def _pool_picks(prompts: list[dict[str, Any]]) -> str:
+    parts = []
+    for p in prompts:
+        body = "".join(
+            f"<h4>{_e(name)} (judge {pick['judge_score']:.3f}, {pick['latency_s']:.2f} s, "
+            f"{pick['completion_tokens']} tokens)</h4><pre>{_e(pick['text'])}</pre>"
+            for name, pick in p["picks"].items())
+        parts.append(f"<details><summary>[{_e(p['category'])}] {_e(p['prompt'][:120])}"
+                     f"</summary><pre>{_e(p['prompt'])}</pre>{body}</details>")
+    return "".join(parts)

