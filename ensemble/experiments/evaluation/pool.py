@@ -200,7 +200,8 @@ async def collect_fusions(config: BlendgateConfig, store: ExperimentStore, plan:
                             _fused(job.fuser, job.prompt.messages(), job.top, plan.params()))
         progress(1)
 
-    await _gather_counted(done, [(job.policy, make(job, key)) for job, key in zip(jobs, keys)
+    await _gather_counted(done, [(job.policy, make(job, key))
+                                 for job, key in zip(jobs, keys, strict=True)
                                  if key not in done.answers], progress)
     await store.flush()
     return done
