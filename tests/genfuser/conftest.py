@@ -8,23 +8,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from ensemble.checkpoints import load_tokenizer_file
+from tests.fixtures.torch_threads import one_torch_thread  # noqa: F401  (autouse fixture)
 from tests.genfuser.tiny_t5 import build_tiny_checkpoint
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

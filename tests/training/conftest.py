@@ -13,26 +13,18 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.fixtures.torch_threads import one_torch_thread
 from tests.pairrm.conftest import lively_pairrm_dir, tiny_checkpoints
 
-__all__ = ["lively_pairrm_dir", "tiny_checkpoints"]  # fixtures, shared with tests/pairrm
+__all__ = ["lively_pairrm_dir", "one_torch_thread", "tiny_checkpoints"]  # shared fixtures
 
 GOOD = "the attention layer returns hidden states"
 BAD = "embedding of the input ids"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
