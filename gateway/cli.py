@@ -1,4 +1,5 @@
-"""``blendgate serve | check-config | eval`` (and the training subcommands, training_cli.py).
+"""``blendgate serve | check-config | eval | keys`` (keys_cli.py) and the training subcommands
+(training_cli.py).
 
 Parse arguments -> ``load_config`` -> the resolve step (``ensemble.preflight``: model files,
 packages, checkpoints, API-key env vars, without loading weights) -> run. A bad config or a
@@ -54,8 +55,10 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
         "check-config", help="validate a config and find what it names (as serve does, "
                              "without loading weights); list served models")
     evaluate = commands.add_parser(
-        "eval", help="offline A/B run over a prompt set, or a judge's agreement with humans",
-        description="A/B mode: --prompts SET --models M --baseline B. Agreement mode: "
+        "eval", help="offline A/B run over a prompt set, a candidate pool (--pool), or a "
+                     "judge's agreement with humans",
+        description="A/B mode: --prompts SET --models M --baseline B. Pool mode: --pool "
+                    "[--models ENSEMBLES] --split dev|test. Agreement mode: "
                     "--agreement hhh,autoj,mt_bench_human --judge RANKER.")
     _serve_arguments(serve, settings)
     _check_config_arguments(check, settings)
