@@ -1,5 +1,5 @@
-"""The experiment store on SQLite and on a real PostgreSQL: migrations, batched writes, reads,
-restart, outage and back-pressure."""
+"""The experiment store on SQLite and on a real PostgreSQL: migrations (every table of the
+schema), batched writes, reads, restart, outage and back-pressure."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from ensemble.experiments.events import (
     EvalAnswer,
     EvalScores,
     FeedbackEvent,
+    KeyUsageEvent,
+    TranscriptEvent,
     VerdictEvent,
 )
 from ensemble.experiments.store import (
@@ -68,8 +70,11 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
         store.submit(EvalAnswer("k1", "run", "blend", "p1", "an answer", 1.5, 3, 4))
         store.submit(EvalAnswer("k1", "run", "blend", "p1", "a duplicate is skipped", 1, 1, 1))
         store.submit(EvalScores("s1", "run", "llm_judge", "p1", [0.25, -1.5], 0.75))
+        store.submit(KeyUsageEvent("team-a", "blend", 10, 5))
+        store.submit(KeyUsageEvent("team-a", "single", 7, 3))
+        store.submit(TranscriptEvent("c0", [{"role": "user", "content": "hi"}], "hello"))
         await store.flush()
-        assert store.stats.written == 11 and store.stats.healthy
+        assert store.stats.written == 14 and store.stats.healthy
 
         rows = await store.completions("assistant")
         assert sorted(r[3] for r in rows) == [20, 21, 22, 23, 24]
@@ -92,6 +97,10 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
         scores = await store.eval_scores(["s1", "missing"])
         assert list(scores) == ["s1"] and scores["s1"].scores == [0.25, -1.5]
         assert scores["s1"].elapsed_s == 0.75
+        assert await store.key_usage(since=0.0) == [("team-a", 2, 17, 8)]
+        transcripts = await store.transcripts()
+        assert list(transcripts) == ["c0"] and transcripts["c0"].text == "hello"
+        assert transcripts["c0"].messages == [{"role": "user", "content": "hi"}]
         ref = await store.completion("c3")
         assert ref is not None and (ref.model, ref.arm) == ("blend", "blend")
     finally:
@@ -115,7 +124,7 @@ async def test_restart_keeps_the_data(store_url: str) -> None:
             version = (await connection.exec_driver_sql(
                 "SELECT version_num FROM alembic_version")).scalar()
         await engine.dispose()
-        assert {"completions", "verdicts", "feedback", "eval_answers", "eval_scores"} <= set(tables)
+        assert set(Base.metadata.tables) <= set(tables)  # every table of the schema
         assert version == head_revision()
     finally:
         await reopened.aclose()
