@@ -229,6 +229,30 @@ async def test_a_failing_ranker_costs_its_policies_not_the_run(tmp_path: Path) -
     assert rows["fuse:plain"]["no_answer"] == 0 and backends["synth"].calls == 0
 
 
+async def test_ensembles_with_other_members_share_one_union_pool(tmp_path: Path) -> None:
+    """A best-of-3 of ``a`` alone beside the two-member blend: the pool is their union (``a``
+    drawn 3 times, once per sample, not once per ensemble), and each ensemble's policies see
+    only its own part of it."""
+    config = make_config(tmp_path)
+    solo = {"id": "solo", "type": "ensemble", "members": [{"backend": "a", "samples": 3}],
+            "ranker": {"type": "llm_judge", "backend": "scorer"}, "fuser": {"type": "none"}}
+    config = parse_config({**config.model_dump(exclude_none=True),
+                           "models": [*config.model_dump(exclude_none=True)["models"], solo]})
+    backends, prompts = fakes(), write_prompts(tmp_path, 3)
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    assert backends["a"].calls == 3 * 3 and backends["b"].calls == 3  # the union, once
+    assert result["members"] == {"a": 3, "b": 1}
+    rows = {r["policy"]: r for r in result["policies"]}
+    assert {"rank:llm_judge@blend", "rank:llm_judge@solo", "rank:none@plain",
+            "fuse:solo"} <= set(rows)
+    for prompt in result["prompts"]:
+        assert prompt["picks"]["rank:llm_judge@solo"]["text"].startswith("a answer")
+        assert prompt["picks"]["fuse:plain"]["text"] == prompt["picks"]["member:a"]["text"]
+    # each ranked part pays for its own three candidates; the whole pool (four) costs more
+    for policy in ("rank:llm_judge@solo", "rank:llm_judge@blend"):
+        assert rows[policy]["completion_tokens_mean"] < rows["oracle"]["completion_tokens_mean"]
+
+
 async def test_a_judge_that_is_a_member_is_refused(tmp_path: Path) -> None:
     prompts = write_prompts(tmp_path, 1)
     with pytest.raises(ConfigError, match="judge.*member 'a'"):

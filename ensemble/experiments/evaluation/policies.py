@@ -53,28 +53,48 @@ def ranked_order(ranking: PoolRanking) -> list[int]:
     return Ranking(ranking.scores, tuple(ranks_from_scores(ranking.scores).tolist())).order()
 
 
+@dataclass(frozen=True)
+class PartRanking:
+    """A ranker's ranking of one prompt's candidates: the whole pool, or the part of it that
+    one ensemble has (``candidates``, in pool order; ``ranking.scores`` follow them)."""
+
+    candidates: Sequence[Candidate]
+    ranking: PoolRanking
+
+    def best(self) -> Candidate:
+        return self.candidates[ranked_order(self.ranking)[0]]
+
+    def fan_out_latency_s(self) -> float:
+        """The slowest candidate (a fan-out waits for it) plus the ranking."""
+        return _slowest(self.candidates) + self.ranking.elapsed_s
+
+    def completion_tokens(self) -> int:
+        return sum(c.answer.completion_tokens for c in self.candidates)
+
+
 def selection_picks(prompt_id: str, pool: Sequence[Candidate],
-                    rankings: Mapping[str, PoolRanking], judged: Judged,
+                    rankings: Mapping[str, PartRanking], judged: Judged,
                     seed: int) -> dict[str, Pick]:
     """Every selection policy's pick on one prompt (``rankings``: policy -> this prompt's
     ranking; a ranker that failed on the prompt is absent and that policy has no pick)."""
-    slowest = max(c.answer.latency_s for c in pool)
-    tokens = sum(c.answer.completion_tokens for c in pool)
     picks = {member_policy(c.member): _alone(c) for c in pool if c.sample == 0}
     picks[RANDOM] = _alone(pool[random.Random(f"{seed}:{prompt_id}").randrange(len(pool))])
-    for policy, ranking in rankings.items():
-        best = pool[ranked_order(ranking)[0]]
-        picks[policy] = Pick(best.answer.text, slowest + ranking.elapsed_s, tokens)
+    for policy, part in rankings.items():
+        picks[policy] = Pick(part.best().answer.text, part.fan_out_latency_s(),
+                             part.completion_tokens())
     oracle = max(range(len(pool)), key=lambda i: (judged.scores[pool[i].answer.text], -i))
-    picks[ORACLE] = Pick(pool[oracle].answer.text, slowest, tokens)
+    picks[ORACLE] = Pick(pool[oracle].answer.text, _slowest(pool),
+                         sum(c.answer.completion_tokens for c in pool))
     return picks
 
 
-def fused_pick(pool: Sequence[Candidate], ranking: PoolRanking, fused: EvalAnswer) -> Pick:
-    slowest = max(c.answer.latency_s for c in pool)
-    tokens = sum(c.answer.completion_tokens for c in pool)
-    return Pick(fused.text, slowest + ranking.elapsed_s + fused.latency_s,
-                tokens + fused.completion_tokens)
+def fused_pick(part: PartRanking, fused: EvalAnswer) -> Pick:
+    return Pick(fused.text, part.fan_out_latency_s() + fused.latency_s,
+                part.completion_tokens() + fused.completion_tokens)
+
+
+def _slowest(candidates: Sequence[Candidate]) -> float:
+    return max(c.answer.latency_s for c in candidates)
 
 
 def _alone(candidate: Candidate) -> Pick:

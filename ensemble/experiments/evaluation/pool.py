@@ -76,8 +76,9 @@ class Generated:
 
 
 def pool_ensembles(config: BlendgateConfig, chosen: Sequence[str]) -> list[EnsembleModelConfig]:
-    """The ensembles whose policies a pool run scores (``--models``; default: all). They must
-    share their members: one pool serves them all."""
+    """The ensembles whose policies a pool run scores (``--models``; default: all). Their
+    members need not be the same: the pool is the union of them (``pool_members``), and each
+    ensemble's policies see only its own part of it (``Slots``)."""
     ensembles = [m for m in config.models if isinstance(m, EnsembleModelConfig)]
     if chosen:
         unknown = [c for c in chosen if c not in {e.id for e in ensembles}]
@@ -87,18 +88,49 @@ def pool_ensembles(config: BlendgateConfig, chosen: Sequence[str]) -> list[Ensem
         ensembles = [e for e in ensembles if e.id in chosen]
     if not ensembles:
         raise ConfigError("--pool needs an ensemble in the config")
-    first = [m.model_dump() for m in ensembles[0].members]
-    for other in ensembles[1:]:
-        if [m.model_dump() for m in other.members] != first:
-            raise ConfigError(f"--pool: ensembles {ensembles[0].id!r} and {other.id!r} have "
-                              "different members, so no one pool serves both; pick ensembles "
-                              "with the same members with --models")
     return ensembles
 
 
-def pool_members(ensemble: EnsembleModelConfig) -> list[PoolMember]:
-    return [PoolMember(label, cfg)
-            for label, cfg in zip(member_labels(ensemble), ensemble.members, strict=True)]
+# An ensemble's part of the pool: (pool member label, how many of its samples), in member order.
+Slots = tuple[tuple[str, int], ...]
+
+
+def _draw(member: MemberConfig) -> str:
+    """What makes two ensembles' members the same source of samples: everything but the count."""
+    return repr(sorted(member.model_copy(update={"samples": 1}).model_dump().items()))
+
+
+def pool_members(ensembles: Sequence[EnsembleModelConfig]) -> list[PoolMember]:
+    """The union of the ensembles' members: one pool member per distinct member config (apart
+    from ``samples``), with the most samples any ensemble asks of it. It keeps the first
+    ensemble's label; a label already taken by another config gets ``@<ensemble id>``."""
+    found: dict[str, PoolMember] = {}
+    for ensemble in ensembles:
+        for label, cfg in zip(member_labels(ensemble), ensemble.members, strict=True):
+            draw = _draw(cfg)
+            if draw in found:
+                if cfg.samples > found[draw].cfg.samples:
+                    found[draw] = PoolMember(found[draw].label, cfg)
+                continue
+            taken = {m.label for m in found.values()}
+            found[draw] = PoolMember(label if label not in taken else f"{label}@{ensemble.id}",
+                                     cfg)
+    return list(found.values())
+
+
+def ensemble_slots(ensemble: EnsembleModelConfig, members: Sequence[PoolMember]) -> Slots:
+    by_draw = {_draw(m.cfg): m.label for m in members}
+    return tuple((by_draw[_draw(cfg)], cfg.samples) for cfg in ensemble.members)
+
+
+def full_slots(members: Sequence[PoolMember]) -> Slots:
+    return tuple((m.label, m.cfg.samples) for m in members)
+
+
+def slot_indices(pool: Sequence[Candidate], slots: Slots) -> list[int]:
+    """The pool positions of an ensemble's candidates, in pool order."""
+    wanted = dict(slots)
+    return [i for i, c in enumerate(pool) if c.sample < wanted.get(c.member, 0)]
 
 
 def refuse_member_judge(config: BlendgateConfig, judge_backend: str | None,

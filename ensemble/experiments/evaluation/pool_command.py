@@ -34,14 +34,19 @@ from ensemble.experiments.evaluation.offline import config_fingerprint
 from ensemble.experiments.evaluation.pool import (
     Candidate,
     FuseJob,
+    PoolMember,
     PoolPlan,
+    Slots,
     backends_of,
     collect_fusions,
     collect_pool,
+    ensemble_slots,
+    full_slots,
     fuse_key,
     pool_ensembles,
     pool_members,
     refuse_member_judge,
+    slot_indices,
 )
 from ensemble.experiments.evaluation.pool_scoring import (
     Judged,
@@ -79,7 +84,7 @@ async def run_pool(options: EvalOptions,
     """``backends`` injects ready backends (tests, embedding); they are then not closed here."""
     config = options.config
     ensembles = pool_ensembles(config, options.models)
-    members = pool_members(ensembles[0])
+    members = pool_members(ensembles)
     judge_cfg = judge_config(options)
     refuse_member_judge(config, getattr(judge_cfg, "backend", None), members)
     run_label, prompts = chosen_prompts(options, options.prompts or DEFAULT_PROMPTS)
@@ -129,7 +134,8 @@ async def _start(backends: Mapping[str, Backend]) -> None:
 @dataclass
 class _Stages:
     pool: dict[str, list[Candidate]]
-    rankings: dict[str, dict[str, PoolRanking]]  # policy -> prompt id -> ranking
+    rankings: dict[str, dict[str, PoolRanking]]  # policy -> prompt id -> its part's ranking
+    slots: dict[str, Slots]  # ranked policy -> the part of the pool it ranks
     fused: dict[str, dict[str, Any]]  # policy -> {"ranker": policy, "answers": {prompt: answer}}
     judged: dict[str, Judged]  # prompt id -> verdicts (prompts the judge failed on are absent)
     costs: dict[str, Any]  # what each stage made, took from the store, and failed on
@@ -144,28 +150,32 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
                   models: _Models, store: ExperimentStore, judge: PoolJudge) -> _Stages:
     config = options.config
     clock = [time.perf_counter()]  # each stage's end: its wall time, to plan longer runs
-    slots = sum(m.cfg.samples for m in plan.members) * len(plan.prompts)
-    with progress_bar(options, slots, "pool") as bar:
+    total = sum(m.cfg.samples for m in plan.members) * len(plan.prompts)
+    with progress_bar(options, total, "pool") as bar:
         pool, made = await collect_pool(config, models.backends, store, plan, bar.update)
     clock.append(time.perf_counter())
     pools = {p.id: (p, [c.answer.text for c in pool[p.id]]) for p in plan.prompts
              if pool[p.id]}
+    ranked = ranker_policies(ensembles, plan.members)
     rankings: dict[str, dict[str, PoolRanking]] = {}
-    for policy, cfg in ranker_policies(ensembles).items():
+    for policy, (cfg, slots) in ranked.items():
         ranker = await models.rankers.get(cfg)
         fingerprint = config_fingerprint(config, cfg, backends_of(cfg))
-        with progress_bar(options, len(pools), policy) as bar:
-            rankings[policy] = await rank_pools(ranker, fingerprint, store, plan.run, pools,
+        parts = {pid: (prompt, [texts[i] for i in slot_indices(pool[pid], slots)])
+                 for pid, (prompt, texts) in pools.items()}
+        with progress_bar(options, len(parts), policy) as bar:
+            rankings[policy] = await rank_pools(ranker, fingerprint, store, plan.run, parts,
                                                 bar.update)
     clock.append(time.perf_counter())
-    jobs = await _fuse_jobs(plan.prompts, pools, ensembles, rankings, models)
+    slots_of = {policy: slots for policy, (_, slots) in ranked.items()}
+    jobs = await _fuse_jobs(plan, pool, ensembles, rankings, models)
     with progress_bar(options, len(jobs), "fusing") as bar:
         fusions = await collect_fusions(config, store, plan, jobs, bar.update)
     clock.append(time.perf_counter())
     fused: dict[str, dict[str, Any]] = {}
     for job in jobs:
-        entry = fused.setdefault(job.policy, {"ranker": _ranker_of(job.policy, ensembles),
-                                              "answers": {}})
+        entry = fused.setdefault(job.policy, {
+            "ranker": _ranker_of(job.policy, ensembles, plan.members), "answers": {}})
         answer = fusions.answers.get(fuse_key(config, job, plan))
         if answer is not None:  # else that fusion failed: the policy has no answer there
             entry["answers"][job.prompt.id] = answer
@@ -175,45 +185,54 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
              "prompts_unjudged": unjudged,
              "stage_s": {stage: round(end - begin, 1) for stage, begin, end in zip(
                  ("pool", "ranking", "fusing", "judging"), clock[:-1], clock[1:], strict=True)}}
-    return _Stages(pool, rankings, fused, judged, costs, [policies.fuse_policy(e.id) for e in ensembles])
+    return _Stages(pool, rankings, slots_of, fused, judged, costs,
+                   [policies.fuse_policy(e.id) for e in ensembles])
 
 
-def ranker_policies(ensembles: Sequence[EnsembleModelConfig]) -> dict[str, RankerConfig]:
-    """``rank:<type>`` for each distinct ranker config of the ensembles (``#2``... when two
-    configs share a type)."""
-    found: dict[str, RankerConfig] = {}
+def ranker_policies(ensembles: Sequence[EnsembleModelConfig],
+                    members: Sequence[PoolMember]) -> dict[str, tuple[RankerConfig, Slots]]:
+    """One ranked policy per distinct (ranker config, part of the pool) of the ensembles:
+    ``rank:<type>`` when it ranks the whole pool, ``rank:<type>@<ensemble>`` when that
+    ensemble has only part of it (``#2``... when two such share a name)."""
+    whole = full_slots(members)
+    found: dict[str, tuple[RankerConfig, Slots]] = {}
     for ensemble in ensembles:
-        if any(cfg == ensemble.ranker for cfg in found.values()):
+        entry = (ensemble.ranker, ensemble_slots(ensemble, members))
+        if entry in found.values():
             continue
-        name = f"rank:{ensemble.ranker.type}"
+        name = f"rank:{ensemble.ranker.type}" + ("" if entry[1] == whole else f"@{ensemble.id}")
         count = sum(1 for existing in found if existing.split("#")[0] == name)
-        found[name if count == 0 else f"{name}#{count + 1}"] = ensemble.ranker
+        found[name if count == 0 else f"{name}#{count + 1}"] = entry
     return found
 
 
-def _ranker_of(policy: str, ensembles: Sequence[EnsembleModelConfig]) -> str:
+def _ranker_of(policy: str, ensembles: Sequence[EnsembleModelConfig],
+               members: Sequence[PoolMember]) -> str:
     ensemble = next(e for e in ensembles if policies.fuse_policy(e.id) == policy)
-    return next(name for name, cfg in ranker_policies(ensembles).items()
-                if cfg == ensemble.ranker)
+    entry = (ensemble.ranker, ensemble_slots(ensemble, members))
+    return next(name for name, found in ranker_policies(ensembles, members).items()
+                if found == entry)
 
 
-async def _fuse_jobs(prompts: Sequence[Prompt], pools: Mapping[str, tuple[Prompt, list[str]]],
+async def _fuse_jobs(plan: PoolPlan, pool: Mapping[str, Sequence[Candidate]],
                      ensembles: Sequence[EnsembleModelConfig],
                      rankings: Mapping[str, Mapping[str, PoolRanking]],
                      models: _Models) -> list[FuseJob]:
-    """One job per ensemble and ranked prompt: its fuser over its ranker's top-k."""
+    """One job per ensemble and ranked prompt: its fuser over its ranker's top-k of its part
+    of the pool."""
     jobs = []
     for ensemble in ensembles:
         policy = policies.fuse_policy(ensemble.id)
         fuser = await models.fusers.get(ensemble.fuser)
-        ranked = rankings[_ranker_of(policy, ensembles)]
-        for prompt in prompts:
+        ranked = rankings[_ranker_of(policy, ensembles, plan.members)]
+        slots = ensemble_slots(ensemble, plan.members)
+        for prompt in plan.prompts:
             if prompt.id not in ranked:
                 continue
-            texts = pools[prompt.id][1]
+            part = [pool[prompt.id][i].answer.text for i in slot_indices(pool[prompt.id], slots)]
             order = policies.ranked_order(ranked[prompt.id])[: ensemble.top_k]
             jobs.append(FuseJob(policy, prompt, ensemble.fuser, fuser,
-                                tuple(texts[i] for i in order)))
+                                tuple(part[i] for i in order)))
     return jobs
 
 
@@ -287,14 +306,16 @@ def _picks(options: EvalOptions, plan: PoolPlan, stages: _Stages,
         firsts = {c.member for c in pool if c.sample == 0}
         if prompt.id not in stages.judged or not firsts.issuperset(labels):
             continue
-        rankings = {policy: ranked[prompt.id] for policy, ranked in stages.rankings.items()
-                    if prompt.id in ranked}
+        rankings = {policy: policies.PartRanking(
+                        [pool[i] for i in slot_indices(pool, stages.slots[policy])],
+                        ranked[prompt.id])
+                    for policy, ranked in stages.rankings.items() if prompt.id in ranked}
         mine = policies.selection_picks(prompt.id, pool, rankings, stages.judged[prompt.id],
                                         options.seed)
         for policy, entry in stages.fused.items():
             answer = entry["answers"].get(prompt.id)
             if answer is not None:
-                mine[policy] = policies.fused_pick(pool, rankings[entry["ranker"]], answer)
+                mine[policy] = policies.fused_pick(rankings[entry["ranker"]], answer)
         picks[prompt.id] = mine
     return picks
 
