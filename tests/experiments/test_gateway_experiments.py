@@ -269,6 +269,7 @@ async def test_api_key_guards_the_experiment_routes(tmp_path: Path,
 
 async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
     from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     from ensemble.experiments.store.schema import CompletionRow
 
@@ -277,9 +278,13 @@ async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
         await chat(client, user=f"m{i}")
     store = state_of(app).experiments.store
     await store.flush()
-    async with store._engine.connect() as connection:  # the raw rows, as an analyst sees them
-        rows = (await connection.execute(select(CompletionRow.__table__).where(
-            CompletionRow.__table__.c.arm == "ensemble"))).all()
+    analyst = create_async_engine(store.url)  # the raw rows, as an analyst sees them
+    try:
+        async with analyst.connect() as connection:
+            rows = (await connection.execute(select(CompletionRow.__table__).where(
+                CompletionRow.__table__.c.arm == "ensemble"))).all()
+    finally:
+        await analyst.dispose()
     assert rows
     members = rows[0].members
     # ScriptedEngine's report: two alpha candidates (0.25 s, 0.5 s), one beta failure.
