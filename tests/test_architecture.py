@@ -75,8 +75,8 @@ def test_no_function_is_longer_than_sixty_lines() -> None:
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
 
 
-# Not migrated yet (other branches change them): tests/training/ and these files. os._exit in
-# llama_server.py is the documented stdlib call, not a private name.
+# Not migrated yet (other branches change them): tests/training/ and these files. The one hit
+# in llama_server.py (os's _exit) is the documented stdlib call, not a private name.
 PRIVATE_ACCESS_NOT_YET_MIGRATED = frozenset({
     "tests/fixtures/fake_upstreams.py",
     "tests/fixtures/llama_server.py",
@@ -89,8 +89,8 @@ PRIVATE_ACCESS_NOT_YET_MIGRATED = frozenset({
 
 
 def _private_attributes(tree: ast.AST) -> Iterator[tuple[int, str]]:
-    """(line, expression) for each ``x._name`` whose ``x`` is not ``self`` or ``cls`` (dunders
-    such as ``__class__`` are public protocol, not private)."""
+    """(line, expression) for each attribute read or written with a leading underscore on
+    anything but ``self`` or ``cls`` (dunders such as ``__class__`` are public protocol)."""
     for node in ast.walk(tree):
         if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
             continue
