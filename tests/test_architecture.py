@@ -1,6 +1,6 @@
 """The architecture's rules, checked on the source: the gateway enters the library through its
-facade, no function grows past one screen, tests use the library's public names only, and
-benchmarks import no test code.
+facade, no function grows past one screen, tests use the library's public names only (no
+private attribute, no private import), and benchmarks import no test code.
 
 The import direction itself (``ensemble`` never imports ``gateway`` or the web stack) is the
 import-linter contract in pyproject.toml (``lint-imports`` in .ci/run); these tests check what
@@ -118,6 +118,30 @@ def test_tests_reach_no_private_attribute() -> None:
     assert not private, (
         "tests reach private names (observe behaviour, or add a public API):\n"
         + "\n".join(private))
+
+
+# Private library names still imported by tests (module, name): gateway stream wrappers and
+# hooks tested on their own, and the backbone-config fallback. Next to migrate.
+PRIVATE_IMPORTS_NOT_YET_MIGRATED = frozenset({
+    ("gateway.cli", "_reload_on_sighup"),
+    ("gateway.fusing", "_chunks"),
+    ("gateway.routes", "_on_first_token"),
+    ("ensemble.rankers.pairrm.checkpoint", "_backbone_config"),
+})
+
+
+def test_tests_import_no_private_library_name() -> None:
+    private = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import {alias.name}"
+        for path in _migrated_tests()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        and node.module.split(".")[0] in PACKAGES
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+        and (node.module, alias.name) not in PRIVATE_IMPORTS_NOT_YET_MIGRATED
+    ]
+    assert not private, "tests import private library names:\n" + "\n".join(private)
 
 
 # bench_reliability.py reuses the suite's fault servers (tests/fixtures/fake_upstreams.py),
