@@ -67,8 +67,10 @@ import re
 import resource
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -324,7 +326,7 @@ def measure(fn, device: str) -> tuple[float, float, float, object]:
     return time.perf_counter() - start, time.process_time() - cpu_start, memory, result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true",
                         help="4 layers, hidden 256 (CPU sanity run)")
@@ -353,136 +355,210 @@ def main() -> None:
                         help="directory for one profiled pooled pass per dtype and variant")
     parser.add_argument("--count-only", action="store_true",
                         help="only count real vs padded tokens per schedule (no forward passes)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    dtypes = args.dtypes or (["float16", "bfloat16"] if args.device.startswith("cuda") else ["float32"])
+    return parser
 
-    corpus = load_items(args.data, max(args.n))
-    items_all = corpus[: args.prompts]
+
+@dataclass
+class Bench:
+    """One run's settings and what it has recorded so far."""
+
+    args: argparse.Namespace
+    machine: str
+    peak: float | None
+    records: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return {"source_max_length": self.args.source_max_length,
+                "candidate_max_length": self.args.candidate_max_length}
+
+    def save(self) -> None:
+        if self.args.json is not None:
+            self.args.json.write_text(json.dumps(self.records, indent=2), encoding="utf-8")
+
+
+def corpus_tokenizer(args: argparse.Namespace, corpus: Sequence[tuple[str, list[str]]]):
+    """The checkpoint's tokenizer (``--tokenizer``), else one trained on the corpus."""
     with tempfile.TemporaryDirectory() as tmp:
         if args.tokenizer is not None:
-            tokenizer, _ = load_tokenizer(resolve_dir(str(args.tokenizer)))
-        else:
-            tokenizer = build_tokenizer([t for q, a in corpus[:300] for t in (q, *a)], Path(tmp))
+            return load_tokenizer(resolve_dir(str(args.tokenizer)))[0]
+        return build_tokenizer([t for q, a in corpus[:300] for t in (q, *a)], Path(tmp))
+
+
+def describe_machine(args: argparse.Namespace, prompts: int) -> Bench:
+    """Print the run's header line; the peak rate defaults to the measured Hopper one."""
     machine = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                else f"{platform.processor() or platform.machine()} CPU, {args.threads} thread(s)")
     shape = "small" if args.small else "deberta-v3-large"
     if args.layers is not None:
         shape += f" shape with {args.layers} layers"
     print(f"# {machine}; {shape} PairRM, random weights; "
-          f"{len(items_all)} prompts; limits {args.source_max_length}/{args.candidate_max_length}; "
+          f"{prompts} prompts; limits {args.source_max_length}/{args.candidate_max_length}; "
           f"torch {torch.__version__}")
     peak = args.peak_tflops
     if peak is None and args.device.startswith("cuda") and ("H100" in machine or "H200" in machine):
         peak = HOPPER_MEASURED_TFLOPS
-    records: list[dict[str, object]] = []
+    return Bench(args, machine, peak)
+
+
+def build_variants(bench: Bench, pairrm: PairRM, dtype_name: str) -> dict[str, PairRM]:
+    """The requested encoder variants by label; one that fails to build is recorded."""
+    variants = {}
+    for name in bench.args.variants:
+        try:
+            built = build_variant(pairrm, name)
+        except Exception as exc:  # noqa: BLE001 - report it and bench the others
+            print(f"  variant {name}: failed to build: {exc!r}")
+            bench.records.append({"dtype": dtype_name, "variant": name, "error": repr(exc)})
+            continue
+        if built is None:
+            print(f"  variant {name}: not installed, skipped")
+        else:
+            variants[built[1]] = built[0]
+    return variants
+
+
+def count_tokens(bench: Bench, pairrm: PairRM, items: list[tuple[str, list[str]]], n: int,
+                 dtype_name: str) -> list[int]:
+    """Print and record real vs padded tokens per schedule; returns the pooled row widths."""
+    args = bench.args
+    lengths = row_lengths(pairrm, items, *bench.limits.values())
+    widths = pooled_widths(pairrm, lengths, args.max_batch_pairs)
+    tokens = padded_tokens(lengths, widths, n, len(items), args.original_batch)
+    print(f"  n={n}: tokens real {tokens['real']}, padded original {tokens['original']} "
+          f"({tokens['real'] / tokens['original']:.0%} real), padded pooled "
+          f"{tokens['pooled']} ({tokens['real'] / tokens['pooled']:.0%} real)")
+    bench.records.append({"dtype": dtype_name, "n": n, "tokens": tokens})
+    return widths
+
+
+def warm_up(bench: Bench, runs: dict[str, Callable[[], Any]], variants: dict[str, PairRM],
+            dtype_name: str) -> None:
+    """Run each variant once (kernels, allocator, compiling); drop those that fail."""
+    for label, fn in list(runs.items()):
+        if label == "original":
+            continue
+        warm_start = time.perf_counter()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - drop it, bench the others
+            print(f"  warm-up {label}: failed: {exc!r}")
+            bench.records.append({"dtype": dtype_name, "variant": label, "error": repr(exc)})
+            del runs[label], variants[label]
+            continue
+        print(f"  warm-up {label}: {time.perf_counter() - warm_start:.1f} s")
+
+
+def time_runs(bench: Bench, runs: dict[str, Callable[[], Any]], n: int, pairs: int,
+              prompts: int, flops: float, dtype_name: str) -> dict[str, tuple[float, float, Any]]:
+    """Time each schedule; (seconds, CPU seconds, result) by label. A failing original ends
+    the measurement of this n (there is nothing to compare against)."""
+    results = {}
+    for label, fn in runs.items():
+        try:
+            seconds, cpu_seconds, memory, result = measure(fn, bench.args.device)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory in one variant
+            print(f"  {dtype_name} n={n} {label}: failed: {exc!r}")
+            bench.records.append({"dtype": dtype_name, "n": n, "schedule": label,
+                                  "error": repr(exc)})
+            if label == "original":
+                break
+            continue
+        results[label] = (seconds, cpu_seconds, result)
+        record: dict[str, object] = {
+            "dtype": dtype_name, "n": n, "schedule": label, "pairs": pairs,
+            "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
+            "pairs_per_s": round(pairs / seconds, 2),
+            "ms_per_request": round(1000 * seconds / prompts, 1),
+            "memory_mib": round(memory, 1), "machine": bench.machine}
+        if label != "original":
+            tflops = flops / seconds / 1e12
+            record["encoder_tflops"] = round(tflops, 4)
+            if bench.peak:
+                record["percent_of_peak"] = round(100 * tflops / bench.peak, 1)
+        bench.records.append(record)
+        print(json.dumps(record))
+    return results
+
+
+def compare_to_original(bench: Bench, results: dict[str, tuple[float, float, Any]], n: int,
+                        prompts: int, dtype_name: str) -> None:
+    """Speed-up, logit difference and identical rankings of each variant vs the original."""
+    original_seconds, original_cpu, original_result = results.pop("original")
+    scale = max(float(np.abs(m).max()) for m in original_result)
+    for label, (seconds, cpu_seconds, result) in results.items():
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result, strict=False))
+        same = same_rank_count(original_result, result)
+        summary = {"dtype": dtype_name, "n": n, "variant": label,
+                   "speedup": round(original_seconds / seconds, 2),
+                   "cpu_speedup": round(original_cpu / cpu_seconds, 2),
+                   "max_abs_diff": diff, "max_abs_logit": scale,
+                   "relative_diff": diff / scale if scale else None,
+                   "prompts_same_ranks": same, "prompts": prompts,
+                   "same_ranks": same == prompts}
+        print(f"  {dtype_name} n={n} {label}: x{summary['speedup']:.2f} wall, "
+              f"x{summary['cpu_speedup']:.2f} CPU time vs original; max |logit "
+              f"difference| {diff:.2e} (largest |logit| {scale:.2e}); prompts ranked "
+              f"identically: {same}/{prompts}")
+        bench.records.append(summary)
+
+
+def profile_variants(bench: Bench, runs: dict[str, Callable[[], Any]], labels: Sequence[str],
+                     n: int, dtype_name: str) -> None:
+    """One profiled pass of each variant, written under ``--profile``."""
+    bench.args.profile.mkdir(parents=True, exist_ok=True)
+    for label in labels:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", f"pairrm-{dtype_name}-{label}.txt")
+        try:
+            found = profile_once(runs[label], bench.args.device, bench.args.profile / name)
+        except Exception as exc:  # noqa: BLE001 - the timings above still stand
+            found = {"error": repr(exc)}
+        found.update({"dtype": dtype_name, "n": n, "profiled": label})
+        print(json.dumps(found))
+        bench.records.append(found)
+
+
+def bench_n(bench: Bench, pairrm: PairRM, variants: dict[str, PairRM],
+            items_all: Sequence[tuple[str, list[str]]], n: int, dtype_name: str) -> None:
+    """Every schedule at ``n`` candidates per prompt: tokens, timings, comparison, profile."""
+    args = bench.args
+    items = [(q, a[:n]) for q, a in items_all]
+    pairs = len(items) * n * (n - 1)
+    widths = count_tokens(bench, pairrm, items, n, dtype_name)
+    if args.count_only:
+        return
+    flops = encoder_flops(pairrm.model.config, widths)
+    runs: dict[str, Callable[[], Any]] = {"original": functools.partial(
+        original_schedule, pairrm, items, args.original_batch, *bench.limits.values())}
+    for label, variant in variants.items():
+        runs[label] = functools.partial(
+            full_matrices, variant, [q for q, _ in items], [a for _, a in items], **bench.limits)
+    if n == args.n[0]:  # warm-up: kernels, allocator, and compiling the compiled variant
+        warm_up(bench, runs, variants, dtype_name)
+    results = time_runs(bench, runs, n, pairs, len(items), flops, dtype_name)
+    if "original" not in results:
+        return
+    compare_to_original(bench, results, n, len(items), dtype_name)
+    if args.profile is not None and n == args.n[-1]:
+        profile_variants(bench, runs, list(results), n, dtype_name)
+    bench.save()  # after every n: a run cut short keeps what it measured
+
+
+def main() -> None:
+    args = build_parser().parse_args()
+    torch.set_num_threads(args.threads)
+    dtypes = args.dtypes or (["float16", "bfloat16"] if args.device.startswith("cuda") else ["float32"])
+    corpus = load_items(args.data, max(args.n))
+    items_all = corpus[: args.prompts]
+    tokenizer = corpus_tokenizer(args, corpus)
+    bench = describe_machine(args, len(items_all))
     for dtype_name in dtypes:
         pairrm = build_pairrm(tokenizer, args.small, args.device, DTYPES[dtype_name],
                               args.max_batch_pairs, args.layers, args.max_batch_tokens or None)
-        variants = {}
-        for name in args.variants:
-            try:
-                built = build_variant(pairrm, name)
-            except Exception as exc:  # noqa: BLE001 - report it and bench the others
-                print(f"  variant {name}: failed to build: {exc!r}")
-                records.append({"dtype": dtype_name, "variant": name, "error": repr(exc)})
-                continue
-            if built is None:
-                print(f"  variant {name}: not installed, skipped")
-            else:
-                variants[built[1]] = built[0]
-        limits = {"source_max_length": args.source_max_length,
-                  "candidate_max_length": args.candidate_max_length}
+        variants = build_variants(bench, pairrm, dtype_name)
         for n in args.n:
-            items = [(q, a[:n]) for q, a in items_all]
-            pairs = len(items) * n * (n - 1)
-            lengths = row_lengths(pairrm, items, *limits.values())
-            widths = pooled_widths(pairrm, lengths, args.max_batch_pairs)
-            tokens = padded_tokens(lengths, widths, n, len(items), args.original_batch)
-            print(f"  n={n}: tokens real {tokens['real']}, padded original {tokens['original']} "
-                  f"({tokens['real'] / tokens['original']:.0%} real), padded pooled "
-                  f"{tokens['pooled']} ({tokens['real'] / tokens['pooled']:.0%} real)")
-            records.append({"dtype": dtype_name, "n": n, "tokens": tokens})
-            if args.count_only:
-                continue
-            flops = encoder_flops(pairrm.model.config, widths)
-            runs = {"original": functools.partial(
-                original_schedule, pairrm, items, args.original_batch, *limits.values())}
-            for label, variant in variants.items():
-                runs[label] = functools.partial(
-                    full_matrices, variant, [q for q, _ in items], [a for _, a in items], **limits)
-            if n == args.n[0]:  # warm-up: kernels, allocator, and compiling the compiled variant
-                for label, fn in list(runs.items()):
-                    if label != "original":
-                        warm_start = time.perf_counter()
-                        try:
-                            fn()
-                        except Exception as exc:  # noqa: BLE001 - drop it, bench the others
-                            print(f"  warm-up {label}: failed: {exc!r}")
-                            records.append({"dtype": dtype_name, "variant": label,
-                                            "error": repr(exc)})
-                            del runs[label], variants[label]
-                            continue
-                        print(f"  warm-up {label}: {time.perf_counter() - warm_start:.1f} s")
-            results = {}
-            for label, fn in runs.items():
-                try:
-                    seconds, cpu_seconds, memory, result = measure(fn, args.device)
-                except Exception as exc:  # noqa: BLE001 - e.g. out of memory in one variant
-                    print(f"  {dtype_name} n={n} {label}: failed: {exc!r}")
-                    records.append({"dtype": dtype_name, "n": n, "schedule": label,
-                                    "error": repr(exc)})
-                    if label == "original":
-                        break
-                    continue
-                results[label] = (seconds, cpu_seconds, result)
-                record: dict[str, object] = {
-                    "dtype": dtype_name, "n": n, "schedule": label, "pairs": pairs,
-                    "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
-                    "pairs_per_s": round(pairs / seconds, 2),
-                    "ms_per_request": round(1000 * seconds / len(items), 1),
-                    "memory_mib": round(memory, 1), "machine": machine}
-                if label != "original":
-                    tflops = flops / seconds / 1e12
-                    record["encoder_tflops"] = round(tflops, 4)
-                    if peak:
-                        record["percent_of_peak"] = round(100 * tflops / peak, 1)
-                records.append(record)
-                print(json.dumps(record))
-            if "original" not in results:
-                continue
-            original_seconds, original_cpu, original_result = results.pop("original")
-            scale = max(float(np.abs(m).max()) for m in original_result)
-            for label, (seconds, cpu_seconds, result) in results.items():
-                diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result, strict=False))
-                same = same_rank_count(original_result, result)
-                summary = {"dtype": dtype_name, "n": n, "variant": label,
-                           "speedup": round(original_seconds / seconds, 2),
-                           "cpu_speedup": round(original_cpu / cpu_seconds, 2),
-                           "max_abs_diff": diff, "max_abs_logit": scale,
-                           "relative_diff": diff / scale if scale else None,
-                           "prompts_same_ranks": same, "prompts": len(items),
-                           "same_ranks": same == len(items)}
-                print(f"  {dtype_name} n={n} {label}: x{summary['speedup']:.2f} wall, "
-                      f"x{summary['cpu_speedup']:.2f} CPU time vs original; max |logit "
-                      f"difference| {diff:.2e} (largest |logit| {scale:.2e}); prompts ranked "
-                      f"identically: {same}/{len(items)}")
-                records.append(summary)
-            if args.profile is not None and n == args.n[-1]:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                for label in results:
-                    path = args.profile / re.sub(r"[^A-Za-z0-9._-]+", "-", f"pairrm-{dtype_name}-{label}.txt")
-                    try:
-                        found = profile_once(runs[label], args.device, path)
-                    except Exception as exc:  # noqa: BLE001 - the timings above still stand
-                        found = {"error": repr(exc)}
-                    found.update({"dtype": dtype_name, "n": n, "profiled": label})
-                    print(json.dumps(found))
-                    records.append(found)
-            if args.json is not None:  # after every n: a run cut short keeps what it measured
-                args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
-    if args.json is not None:
-        args.json.write_text(json.dumps(records, indent=2), encoding="utf-8")
+            bench_n(bench, pairrm, variants, items_all, n, dtype_name)
+    bench.save()
 
 
 if __name__ == "__main__":

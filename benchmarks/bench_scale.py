@@ -10,9 +10,9 @@ other, with the same config:
 - ``ray-1`` / ``ray-2``: ``blendgate serve --engine ray``: a local Ray (started by that
   process), the gateway ingress (1 replica) and the PairRM deployment at 1 or 2 replicas.
 
-The model is the tiny random PairRM of the test suite (hidden 32, 2 layers), so a ranking costs
-almost nothing: the figures measure the serving machinery and the hop, not the model. The
-members come from ``benchmarks/fake_upstream.py`` (instant). Requests:
+The model is the tiny random PairRM of ``ensemble.rankers.pairrm.tiny`` (hidden 32, 2 layers),
+so a ranking costs almost nothing: the figures measure the serving machinery and the hop, not
+the model. The members come from ``benchmarks/fake_upstream.py`` (instant). Requests:
 
 - ``rank``: ``POST /v1/rank``, 3 candidates (6 ordered pairs);
 - ``chat``: ``POST /v1/chat/completions`` to an ensemble of 3 samples, PairRM, fuser none.
@@ -49,7 +49,7 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 from bench_common import quantile
 from bench_gateway import cpu_seconds, start, stop
 
-from tests.pairrm.conftest import build_tiny_checkpoints
+from ensemble.rankers.pairrm.tiny import build_tiny_checkpoints
 
 PROMPT = "hello, how are you!"
 CANDIDATES = ["get out!", "hi! I am fine, thanks!", "bye!"]

@@ -127,6 +127,11 @@ __all__ = [
 _LAZY = {"Blender": "ensemble.compat.blender"}
 
 
+def __dir__() -> list[str]:
+    """The module's names plus the lazy ones (``dir(ensemble)``, tab completion)."""
+    return sorted({*globals(), *_LAZY})
+
+
 def __getattr__(name: str) -> object:
     if name in _LAZY:
         import importlib

@@ -150,6 +150,14 @@ class BlendEngine:
         (an A/B judge, ``blendgate eval``); the engine closes it."""
         return await self._parts.rankers.get(cfg)
 
+    def fuser(self, model: str) -> Fuser:
+        """The fuser of the ensemble ``model`` (ensembles with the same fuser config share
+        one); ``UnknownModelError`` for an id that is not an ensemble."""
+        found = self._ensembles.get(model)
+        if found is None:
+            raise UnknownModelError(model)
+        return found.fuser
+
     def service_fuser(self) -> Fuser | None:
         """The fuser behind ``POST /v1/fuse``: ``fuse_service``, else the first ensemble's."""
         return self._parts.service_fuser

@@ -1,5 +1,6 @@
 """The architecture's rules, checked on the source: the gateway enters the library through its
-facade, and no function grows past one screen.
+facade, no function grows past one screen, tests use the library's public names only (no
+private attribute, no private import), and benchmarks import no test code.
 
 The import direction itself (``ensemble`` never imports ``gateway`` or the web stack) is the
 import-linter contract in pyproject.toml (``lint-imports`` in .ci/run); these tests check what
@@ -72,3 +73,97 @@ def test_no_function_is_longer_than_sixty_lines() -> None:
         if fn.end_lineno is not None and fn.end_lineno - fn.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+# Not migrated yet (other branches change them): tests/training/ and these files. The one hit
+# in llama_server.py (os's _exit) is the documented stdlib call, not a private name.
+PRIVATE_ACCESS_NOT_YET_MIGRATED = frozenset({
+    "tests/fixtures/fake_upstreams.py",
+    "tests/fixtures/llama_server.py",
+    "tests/fixtures/hub_cache.py",
+    "tests/ensemble/test_checkpoints.py",
+    "tests/experiments/test_store.py",
+    "tests/pairrm/test_hf_model.py",
+    "tests/gateway/test_routes_dropin.py",
+})
+
+
+def _private_attributes(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """(line, expression) for each attribute read or written with a leading underscore on
+    anything but ``self`` or ``cls`` (dunders such as ``__class__`` are public protocol)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+            continue
+        if node.attr.startswith("__") and node.attr.endswith("__"):
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            continue
+        yield node.lineno, ast.unparse(node)
+
+
+def _migrated_tests() -> Iterator[Path]:
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name.startswith("tests/training/") or name in PRIVATE_ACCESS_NOT_YET_MIGRATED:
+            continue
+        yield path
+
+
+def test_tests_reach_no_private_attribute() -> None:
+    private = [
+        f"{path.relative_to(ROOT)}:{line}: {expression}"
+        for path in _migrated_tests()
+        for line, expression in _private_attributes(ast.parse(path.read_text(), str(path)))
+    ]
+    assert not private, (
+        "tests reach private names (observe behaviour, or add a public API):\n"
+        + "\n".join(private))
+
+
+# Private library names still imported by tests (module, name): gateway stream wrappers and
+# hooks tested on their own, and the backbone-config fallback. Next to migrate.
+PRIVATE_IMPORTS_NOT_YET_MIGRATED = frozenset({
+    ("gateway.cli", "_reload_on_sighup"),
+    ("gateway.fusing", "_chunks"),
+    ("gateway.routes", "_on_first_token"),
+    ("ensemble.rankers.pairrm.checkpoint", "_backbone_config"),
+})
+
+
+def test_tests_import_no_private_library_name() -> None:
+    private = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import {alias.name}"
+        for path in _migrated_tests()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        and node.module.split(".")[0] in PACKAGES
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+        and (node.module, alias.name) not in PRIVATE_IMPORTS_NOT_YET_MIGRATED
+    ]
+    assert not private, "tests import private library names:\n" + "\n".join(private)
+
+
+# bench_reliability.py reuses the suite's fault servers (tests/fixtures/fake_upstreams.py),
+# which is not moved yet: other branches change that file.
+BENCHMARKS_IMPORTING_TESTS_NOT_YET_MIGRATED = frozenset({"benchmarks/bench_reliability.py"})
+
+
+def _imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+
+
+def test_benchmarks_import_no_test_code() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sorted((ROOT / "benchmarks").rglob("*.py"))
+        if path.relative_to(ROOT).as_posix() not in BENCHMARKS_IMPORTING_TESTS_NOT_YET_MIGRATED
+        for line, module in _imported_modules(ast.parse(path.read_text(), str(path)))
+        if module == "tests" or module.startswith("tests.")
+    ]
+    assert not found, "benchmarks import test code:\n" + "\n".join(found)

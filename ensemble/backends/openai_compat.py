@@ -108,6 +108,7 @@ class OpenAICompatBackend:
         # shed at once with OverloadedError (503 + Retry-After).
         self._slots = asyncio.Semaphore(cfg.max_connections)
         self._waiting = 0
+        self._holding = 0  # calls past the semaphore (``in_flight``)
         limits = httpx.Limits(
             max_connections=cfg.max_connections,
             max_keepalive_connections=cfg.max_connections,
@@ -126,6 +127,17 @@ class OpenAICompatBackend:
 
     def __repr__(self) -> str:
         return f"OpenAICompatBackend(name={self.name!r}, url={self._url!r})"
+
+    @property
+    def in_flight(self) -> int:
+        """Calls holding one of the ``max_connections`` slots now (sending, or reading a
+        response or stream); a call waiting in the queue does not count."""
+        return self._holding
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a free slot now (at most ``max_queue``)."""
+        return self._waiting
 
     async def complete(
         self, messages: Sequence[ChatMessage], params: SamplingParams, n: int = 1
@@ -164,9 +176,11 @@ class OpenAICompatBackend:
                 self._waiting -= 1
         else:
             await self._slots.acquire()
+        self._holding += 1
         try:
             yield
         finally:
+            self._holding -= 1
             self._slots.release()
 
     async def stream(

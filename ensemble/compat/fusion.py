@@ -98,6 +98,17 @@ class FusionMixin:
     _fuser: LoadedFuser | None = None
     _fuser_settings: FuserSettings = FuserSettings()
 
+    @property
+    def fuser(self) -> LoadedFuser | None:
+        """The loaded GenFuser (``model`` and ``tokenizer``); None before ``loadfuser``. The
+        original ``Blender`` kept it as ``blender.fuser`` too."""
+        return self._fuser
+
+    @property
+    def fuser_settings(self) -> FuserSettings:
+        """What the last ``loadfuser`` was given (the defaults before one)."""
+        return self._fuser_settings
+
     def loadfuser(self, fuser_name: str = DEFAULT_FUSER, device: str | None = None,
                   **kwargs: Any) -> None:
         """Load a GenFuser checkpoint (hub id, local dir, or under ``cache_dir``).

@@ -52,6 +52,11 @@ class LLMFuser:
         self._template = template
         self._params = dict(cfg.params)
 
+    @property
+    def backend(self) -> Backend:
+        """The backend the synthesis runs on."""
+        return self._backend
+
     def prompt(
         self, messages: Sequence[ChatMessage], candidates: Sequence[str]
     ) -> list[ChatMessage]:

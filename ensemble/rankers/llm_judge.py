@@ -101,6 +101,12 @@ class _Judge:
                                       top_logprobs=cfg.top_logprobs, extra=cfg.params)
         self._slots = asyncio.Semaphore(cfg.max_concurrency)
 
+    @property
+    def fallback(self) -> Ranker | None:
+        """The ranker that answers when the judge fails or is late (None: the failure is a
+        ``RankerError``)."""
+        return self._fallback
+
     async def aclose(self) -> None:
         return None  # the backend and the fallback belong to whoever built them
 

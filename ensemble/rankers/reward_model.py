@@ -146,6 +146,11 @@ class RewardModelRanker:
         holder.append(await worker.load(build))
         return cls(cfg, holder[0], worker)
 
+    @property
+    def batches_run(self) -> int:
+        """Pooled model calls so far (concurrent requests share one)."""
+        return self._worker.batches_run
+
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:
         if not candidates:
             return Ranking(scores=(), ranks=())

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from ensemble.backends import factory as backend_factory
 from ensemble.backends.base import Backend
-from ensemble.config import BlendgateConfig, parse_config
+from ensemble.config import BlendgateConfig, RankerConfig, parse_config
 from ensemble.engine import BlendEngine
 from ensemble.errors import (
     BackendStatusError,
@@ -20,6 +21,7 @@ from ensemble.errors import (
     RankerError,
     UnknownModelError,
 )
+from ensemble.rankers.base import Ranker
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -92,12 +94,14 @@ class LengthRanker:
 
 async def engine_with(cfg: BlendgateConfig, made: dict[str, ScriptedBackend],
                       ranker: LengthRanker | None = None) -> BlendEngine:
-    engine = await BlendEngine.from_config(cfg, backends=made)
-    if ranker is not None:  # swap in a test ranker behind the real pipeline
-        engine._ensembles["blend"] = engine._ensembles["blend"].__class__(
-            engine._ensembles["blend"].cfg, engine._ensembles["blend"].members, ranker,
-            engine._ensembles["blend"].fuser)
-    return engine
+    if ranker is None:
+        return await BlendEngine.from_config(cfg, backends=made)
+
+    async def build(ranker_cfg: RankerConfig) -> Ranker:
+        assert ranker is not None
+        return ranker  # a test ranker behind the real pipeline
+
+    return await BlendEngine.from_config(cfg, backends=made, ranker_builder=build)
 
 
 async def collect(events: AsyncIterator[TextDelta | StreamEnd]) -> tuple[dict[int, str],
@@ -329,8 +333,11 @@ async def test_closing_a_stream_early_stops_the_fuser_stream() -> None:
 
 
 async def test_service_ranker_is_rank_service_else_the_first_ensembles_model() -> None:
+    built: list[LengthRanker] = []
+
     async def build(cfg: Any) -> Any:
-        return LengthRanker()  # stands in for the consensus model: no MiniLM load
+        built.append(LengthRanker())  # stands in for the consensus model: no MiniLM load
+        return built[-1]
 
     # only `none` rankers: no ranking model, /v1/rank answers 501 (not the members' order)
     async with await BlendEngine.from_config(config(), backends=backends()) as engine:
@@ -340,22 +347,37 @@ async def test_service_ranker_is_rank_service_else_the_first_ensembles_model() -
     async with await BlendEngine.from_config(cfg, backends=backends(),
                                              ranker_builder=build) as engine:
         assert engine.service_ranker() is None  # asked for none explicitly
-    async with await BlendEngine.from_config(config(ranker={"type": "consensus"}),
-                                             backends=backends(), ranker_builder=build) as engine:
-        assert engine.service_ranker() is engine._ensembles["blend"].ranker  # shared instance
+    consensus = config(ranker={"type": "consensus"})
+    built.clear()
+    async with await BlendEngine.from_config(consensus, backends=backends(),
+                                             ranker_builder=build) as engine:
+        assert engine.service_ranker() is built[-1]  # the ensemble's, shared
+        ranker_cfg = consensus.models[0].ranker  # type: ignore[union-attr]
+        assert await engine.ranker(ranker_cfg) is built[-1] and len(built) == 1
     service = parse_config({"backends": {}, "rank_service": {"type": "consensus"}}).rank_service
     cfg = config(ranker={"type": "consensus"}).model_copy(update={"rank_service": service})
+    built.clear()
     async with await BlendEngine.from_config(cfg, backends=backends(),
                                              ranker_builder=build) as engine:
-        assert engine.service_ranker() is engine._ensembles["blend"].ranker  # same config
+        assert engine.service_ranker() is built[-1] and len(built) == 1  # same config
 
 
-async def test_engine_owns_and_closes_the_backends_it_builds() -> None:
+async def test_engine_owns_and_closes_the_backends_it_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     cfg = config()
+    built: dict[str, ScriptedBackend] = {}
+
+    def build_backends(config: BlendgateConfig) -> dict[str, Backend]:
+        built.update(backends())  # what the engine builds itself, as scripted stand-ins
+        return dict(built)
+
+    monkeypatch.setattr(backend_factory, "build_backends", build_backends)
     engine = await BlendEngine.from_config(cfg)
-    built: list[Backend] = list(engine._parts.owned_backends)
-    assert sorted(b.name for b in built) == ["a", "b", "c", "synth"]
+    assert sorted(built) == ["a", "b", "c", "synth"] and not any(
+        b.closed for b in built.values())
     await engine.aclose()
+    assert all(b.closed for b in built.values())
     injected = backends()
     async with await BlendEngine.from_config(cfg, backends=injected):
         pass

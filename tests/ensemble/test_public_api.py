@@ -10,13 +10,14 @@ import ensemble
 
 
 def _public_names() -> set[str]:
-    """Public non-module attributes, plus the names the package loads lazily on access."""
-    eager = {
+    """Public non-module attributes, plus the names the package loads lazily on access
+    (``dir(ensemble)`` lists them; they are not in its namespace until first used)."""
+    namespace = vars(ensemble)
+    return {
         name
-        for name, value in vars(ensemble).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
+        for name in dir(ensemble)
+        if not name.startswith("_") and not inspect.ismodule(namespace.get(name))
     }
-    return eager | set(ensemble._LAZY)
 
 
 def test_all_is_the_set_of_public_names() -> None:

@@ -269,6 +269,7 @@ async def test_api_key_guards_the_experiment_routes(tmp_path: Path,
 
 async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
     from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
 
     from ensemble.experiments.store.schema import CompletionRow
 
@@ -277,9 +278,13 @@ async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
         await chat(client, user=f"m{i}")
     store = state_of(app).experiments.store
     await store.flush()
-    async with store._engine.connect() as connection:  # the raw rows, as an analyst sees them
-        rows = (await connection.execute(select(CompletionRow.__table__).where(
-            CompletionRow.__table__.c.arm == "ensemble"))).all()
+    analyst = create_async_engine(store.url)  # the raw rows, as an analyst sees them
+    try:
+        async with analyst.connect() as connection:
+            rows = (await connection.execute(select(CompletionRow.__table__).where(
+                CompletionRow.__table__.c.arm == "ensemble"))).all()
+    finally:
+        await analyst.dispose()
     assert rows
     members = rows[0].members
     # ScriptedEngine's report: two alpha candidates (0.25 s, 0.5 s), one beta failure.
@@ -288,11 +293,19 @@ async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
     assert rows[0].completion_tokens > 0
 
 
-def test_member_summary_has_tokens_per_member_and_fuser() -> None:
-    from ensemble.experiments.runtime import _members
+async def test_member_summary_has_tokens_per_member_and_fuser(tmp_path: Path) -> None:
+    from sqlalchemy import select
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ensemble.config import StoreConfig
+    from ensemble.experiments import ExperimentRuntime, Served
+    from ensemble.experiments.store import ExperimentStore
+    from ensemble.experiments.store.schema import CompletionRow
     from ensemble.types import (
         BlendReport,
+        BlendRequest,
         Candidate,
+        ChatMessage,
         MemberFailure,
         StageTimings,
         Usage,
@@ -304,14 +317,26 @@ def test_member_summary_has_tokens_per_member_and_fuser() -> None:
         ranking=None, failures=[MemberFailure("b", "BackendTimeout", "slow", 9.0)],
         fuser="llm:a", timings=StageTimings(),
         usage=[UsagePart("member", "a", Usage(10, 40)), UsagePart("fuser", "llm", Usage(50, 20))])
-    assert _members(report) == {
+    store = await ExperimentStore.open(StoreConfig(url=sqlite_url(tmp_path), flush_interval_s=0.02))
+    runtime = ExperimentRuntime(SlowSingleEngine(), store)  # type: ignore[arg-type]
+    request = BlendRequest("blend", [ChatMessage("user", "hi")])
+    runtime.record(Served("c1", request, "x", Usage(60, 60), 1.0, report))
+    await store.flush()
+    analyst = create_async_engine(store.url)  # the stored row's ``members`` column
+    try:
+        async with analyst.connect() as connection:
+            rows = (await connection.execute(select(CompletionRow.__table__))).all()
+    finally:
+        await analyst.dispose()
+        await store.aclose()
+    assert [row.members for row in rows] == [{
         "a": {"candidates": 2, "latency_s": 2.0, "failures": 0, "prompt_tokens": 10,
               "completion_tokens": 40},
         "b": {"candidates": 0, "latency_s": 0.0, "failures": 1, "prompt_tokens": 0,
               "completion_tokens": 0},
         "fuser:llm": {"candidates": 0, "latency_s": 0.0, "failures": 0, "prompt_tokens": 50,
                       "completion_tokens": 20},
-    }
+    }]
 
 
 async def test_experiment_routes_answer_503_while_loading(tmp_path: Path,

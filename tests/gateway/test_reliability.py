@@ -16,6 +16,8 @@ import openai
 import pytest
 from fastapi import FastAPI
 
+from ensemble.backends.openai_compat import OpenAICompatBackend
+from ensemble.fusers.llm import LLMFuser
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
@@ -27,7 +29,7 @@ FOX = DEFAULT_TEXTS[0]
 STOPS = 70  # over the default max_connections (64): a leak would exhaust the pool
 
 
-def _backend(url: str, **extra: Any) -> dict[str, Any]:
+def upstream_backend(url: str, **extra: Any) -> dict[str, Any]:
     return {"kind": "openai", "base_url": url, "model": "fake", "expose": False,
             "timeout_s": 30, "connect_timeout_s": 1, **extra}
 
@@ -36,10 +38,10 @@ def reliability_config(up: FakeUpstreams, **ensemble: Any) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
-            "good": _backend(up.ok, expose=True),
-            "stalling": _backend(up.stall_stream),
-            "trickling": _backend(up.trickle),
-            "stuck": _backend(up.hang),
+            "good": upstream_backend(up.ok, expose=True),
+            "stalling": upstream_backend(up.stall_stream),
+            "trickling": upstream_backend(up.trickle),
+            "stuck": upstream_backend(up.hang),
         },
         "models": [
             {"type": "ensemble", "id": "fuse-stall", "ranker": {"type": "none"},
@@ -80,10 +82,11 @@ def stall_url(stall_app: FastAPI) -> Iterator[str]:
         yield base
 
 
-def fuse_pool_connections(app: FastAPI) -> int:
-    """Connections the fuse backend's httpx pool still holds (open or in use)."""
-    backend = state_of(app).loading.engine()._ensembles["fuse-stall"].fuser._backend
-    return len(backend._client._transport._pool.connections)
+def fuse_calls_in_flight(app: FastAPI) -> int:
+    """Calls the fuse backend still holds a pooled connection for."""
+    fuser = state_of(app).loading.engine().fuser("fuse-stall")
+    assert isinstance(fuser, LLMFuser) and isinstance(fuser.backend, OpenAICompatBackend)
+    return fuser.backend.in_flight
 
 
 def test_stop_during_fuse_stream_cancels_upstream_and_frees_the_pool(
@@ -96,7 +99,7 @@ def test_stop_during_fuse_stream_cancels_upstream_and_frees_the_pool(
                 f"stop {i}: the fuse upstream never saw the hang-up "
                 f"({fake_upstreams.stream_hangups} hang-ups, {fake_upstreams.streaming} open)")
         assert wait_until(lambda: fake_upstreams.streaming == 0)
-        assert wait_until(lambda: fuse_pool_connections(stall_app) == 0), "a connection is held"
+        assert wait_until(lambda: fuse_calls_in_flight(stall_app) == 0), "a connection is held"
         # the backend still serves: a new blend gets its fused first token
         assert first_content_then_hang_up(client, "fuse-stall")
         assert wait_until(lambda: fake_upstreams.stream_hangups == STOPS + 1)
@@ -109,11 +112,11 @@ def errors_config(up: FakeUpstreams) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
-            "good": _backend(up.ok),
-            "picky": _backend(up.reject400, expose=True),
-            "picky2": _backend(up.reject400),
-            "broken": _backend(up.error500),
-            "stuck": _backend(up.hang, timeout_s=0.3),
+            "good": upstream_backend(up.ok),
+            "picky": upstream_backend(up.reject400, expose=True),
+            "picky2": upstream_backend(up.reject400),
+            "broken": upstream_backend(up.error500),
+            "stuck": upstream_backend(up.hang, timeout_s=0.3),
         },
         "models": [
             {"type": "ensemble", "id": "all-reject", "ranker": {"type": "none"},
@@ -205,8 +208,8 @@ def deadline_config(up: FakeUpstreams) -> GatewayConfig:
 
     return parse_config({
         "server": {"api_keys_env": None},
-        "backends": {"good": _backend(up.ok), "stuck": _backend(up.hang),
-                     "trickling": _backend(up.trickle)},
+        "backends": {"good": upstream_backend(up.ok), "stuck": upstream_backend(up.hang),
+                     "trickling": upstream_backend(up.trickle)},
         "models": [
             blend("fuse-hangs", "stuck"),
             blend("fuse-trickles", "trickling"),

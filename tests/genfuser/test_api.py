@@ -84,10 +84,10 @@ def test_topk_orders_by_ascending_rank() -> None:
 
 
 def test_fuse_matches_the_original_schedule(host: Host, tiny_fuser_dir: Path) -> None:
-    assert host._fuser is not None
+    assert host.fuser is not None
     caller = copy.deepcopy(CANDIDATES)
     ours = host.fuse(INPUTS, caller, batch_size=2, max_new_tokens=10)
-    reference = original_fuse(host._fuser.model, host._fuser.tokenizer, INPUTS,
+    reference = original_fuse(host.fuser.model, host.fuser.tokenizer, INPUTS,
                               copy.deepcopy(CANDIDATES), batch_size=2, max_new_tokens=10)
     assert isinstance(ours, list) and len(ours) == 3 and all(ours)
     assert ours == reference
@@ -100,12 +100,12 @@ def test_batch_size_does_not_change_the_result(host: Host) -> None:
 
 
 def test_candidate_max_length_is_popped_and_bounds_the_output(host: Host) -> None:
-    assert host._fuser is not None
+    assert host.fuser is not None
     ours = host.fuse(INPUTS[2:], CANDIDATES[2:], candidate_max_length=5)
-    reference = original_fuse(host._fuser.model, host._fuser.tokenizer, INPUTS[2:],
+    reference = original_fuse(host.fuser.model, host.fuser.tokenizer, INPUTS[2:],
                               copy.deepcopy(CANDIDATES[2:]), batch_size=4, cut=5)
     assert ours == reference and ours[0]
-    assert len(host._fuser.tokenizer.encode(ours[0], add_special_tokens=False)) <= 5
+    assert len(host.fuser.tokenizer.encode(ours[0], add_special_tokens=False)) <= 5
 
 
 def test_rank_and_fuse_with_ranks_and_with_scores(host: Host) -> None:
@@ -131,9 +131,9 @@ def test_loadfuser_settings(tiny_fuser_dir: Path) -> None:
         blender.loadfuser(str(tiny_fuser_dir), device="cpu", load_in_4bit=True)
     blender.loadfuser(str(tiny_fuser_dir), device="cpu", candidate_maxlength=7,
                       torch_dtype="bfloat16", max_length=64)
-    assert blender._fuser is not None
-    assert blender._fuser_settings.candidate_max_length == 7
-    assert blender._fuser_settings.max_length == 64
-    assert next(blender._fuser.model.parameters()).dtype == torch.bfloat16
+    assert blender.fuser is not None
+    assert blender.fuser_settings.candidate_max_length == 7
+    assert blender.fuser_settings.max_length == 64
+    assert next(blender.fuser.model.parameters()).dtype == torch.bfloat16
     out = blender.fuse(["hello"], [["a", "b"]], num_beams=1)
-    assert len(blender._fuser.tokenizer.encode(out[0], add_special_tokens=False)) <= 7
+    assert len(blender.fuser.tokenizer.encode(out[0], add_special_tokens=False)) <= 7

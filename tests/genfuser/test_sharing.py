@@ -35,7 +35,7 @@ async def test_one_genfuser_per_identical_config(tiny_fuser_dir: Path) -> None:
     engine = await BlendEngine.from_config(config, backends={"a": ScriptedBackend("a")},
                                            fuser_builder=counting)
     try:
-        fusers = [engine._ensembles[f"e{i}"].fuser for i in range(4)]
+        fusers = [engine.fuser(f"e{i}") for i in range(4)]
         assert len(built) == 2  # two distinct configs, two loads
         assert isinstance(fusers[0], GenFuser)
         assert fusers[0] is fusers[1] is fusers[2]

@@ -24,7 +24,7 @@ from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.pairrm import PairRM, PairRMRanker, bubble_select, pair_logits
 from ensemble.rankers.pairrm.scoring import full_matrices, scores_from_matrix
 from ensemble.rankers.ranks import ranks_from_scores
-from tests.pairrm.test_http import _client
+from tests.pairrm.test_http import gateway_client
 
 
 @contextmanager
@@ -121,7 +121,7 @@ async def test_http_rank_and_compare_of_duplicates(tiny_pairrm_hf_dir: Path, noi
     ranker = await PairRMRanker.load(PairRMRankerConfig(checkpoint=str(tiny_pairrm_hf_dir),
                                                         device="cpu", batch_wait_ms=1))
     try:
-        async for client in _client(ranker):
+        async for client in gateway_client(ranker):
             with position_noise(ranker.pairrm.model, noisy):
                 rank = await client.post("/v1/rank", json={"prompt": "q", "candidates": ["a", "b", "a"]})
                 ab = await client.post("/v1/compare", json={"prompt": "q", "a": "hi", "b": "bye"})

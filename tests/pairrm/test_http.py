@@ -63,7 +63,7 @@ def _config(max_candidates: int = 9):
                                             "model": "x"}}})
 
 
-async def _client(ranker: Ranker | None, **config: int) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway_client(ranker: Ranker | None, **config: int) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(_config(**config), engine=RankingOnlyEngine(ranker))  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
@@ -80,7 +80,7 @@ async def pairrm_ranker(tiny_pairrm_hf_dir: Path) -> AsyncIterator[PairRMRanker]
 
 @pytest.fixture
 async def client(pairrm_ranker: PairRMRanker) -> AsyncIterator[httpx.AsyncClient]:
-    async for c in _client(pairrm_ranker):
+    async for c in gateway_client(pairrm_ranker):
         yield c
 
 
@@ -136,14 +136,14 @@ async def test_compare_needs_a_and_b(client: httpx.AsyncClient):
 
 
 async def test_no_service_ranker_is_501():
-    async for client in _client(None):
+    async for client in gateway_client(None):
         response = await client.post("/v1/rank", json={"prompt": "p", "candidates": ["a"]})
         assert response.status_code == 501
         assert response.json()["error"]["code"] == "ranker_not_configured"
 
 
 async def test_compare_with_a_pointwise_ranker():
-    async for client in _client(ConstantScores()):
+    async for client in gateway_client(ConstantScores()):
         body = (await client.post("/v1/compare", json={"prompt": "p", "a": "long answer", "b": "x"})).json()
         assert body["logit"] == 10.0 and body["a_better"] is True and body["logit_ab"] is None
         ranked = (await client.post("/v1/rank", json={"prompt": "p", "candidates": ["aa", "a", "aaa"]})).json()

@@ -213,7 +213,7 @@ async def test_fallback_chain_shares_the_cache_and_unknown_backends_are_refused(
     cache = RankerCache(backends={"judge": ScriptedJudge()})
     outer = judge_cfg(fallback=judge_cfg(mode="pairwise", fallback={"type": "none"}))
     first = await cache.get(outer)
-    assert await cache.get(outer.fallback) is first._fallback  # type: ignore[arg-type, attr-defined]
+    assert await cache.get(outer.fallback) is first.fallback  # type: ignore[arg-type, attr-defined]
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
         await build_ranker(judge_cfg(backend="nope"), {"judge": ScriptedJudge()})
     with pytest.raises(ConfigError, match="unknown backend 'nope'"):
