@@ -112,10 +112,14 @@ class GatewayMetrics:
             "skip_fusion, cascade, hedged, vote) and whether early stopping cut members.",
             ["model", "path", "early_stop"], registry=self.registry,
         )
+        self._start_at_zero(members or {})
+
+    def _start_at_zero(self, members: Mapping[str, Sequence[str]]) -> None:
+        """The series that exist before their first event (see the module doc)."""
         for model in self._served:
             self.prompt_tokens.labels(model)
             self.completion_tokens.labels(model)
-        for model, labels in (members or {}).items():
+        for model, labels in members.items():
             for path in AnswerPath:
                 self.answer_paths.labels(self.model_label(model), path.value, "false")
             for member in labels:

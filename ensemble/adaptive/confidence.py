@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ensemble.config import ConfidenceConfig
 from ensemble.rankers.base import Ranker
@@ -67,7 +68,8 @@ async def measure(
     agreement = None
     if rule.agreement is not None:
         top = ranking.order()[0]
-        if ranker is similarity:  # the consensus ranker: its score is the agreement
+        # the shared consensus ranker: its score already is the agreement
+        if similarity is not None and cast(object, ranker) is similarity:
             agreement = ranking.scores[top]
         elif similarity is not None:
             agreement = mbr_scores(await similarity.similarities(messages, texts))[top]

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from ensemble.adaptive.vote import majority, normalise
-from ensemble.config import BlendgateConfig, RankerConfig, parse_config
+from ensemble.config import BlendgateConfig, NoRankerConfig, RankerConfig, parse_config
 from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
+from ensemble.rankers.passthrough import PassthroughRanker
 from ensemble.rankers.similarity import SimilarityMatrix, largest_agreeing, mbr_scores
 from ensemble.types import (
     AnswerPath,
@@ -144,6 +145,21 @@ async def test_skip_fusion_by_agreement_uses_the_consensus_similarity() -> None:
     assert agreed.report.path.path is AnswerPath.SKIP_FUSION
     assert agreed.report.path.agreement == 0.5 and agreed.choices[0].text == "positive"
     assert fused.report.path.path is AnswerPath.FUSED
+
+
+async def test_agreement_with_another_ranker_asks_the_similarity_model() -> None:
+    similarity = EqualTextSimilarity()
+
+    async def build(cfg: RankerConfig) -> Any:
+        return PassthroughRanker() if isinstance(cfg, NoRankerConfig) else similarity
+
+    made = members("positive", "positive", "negative")
+    cfg = config(ranker={"type": "none"}, skip_fusion={"agreement": 0.4})
+    async with await BlendEngine.from_config(cfg, backends=made, ranker_builder=build) as served:
+        result = await served.complete(ask())
+    assert similarity.asked == [["positive", "positive", "negative"]]
+    assert result.report is not None and result.report.path.agreement == 0.5
+    assert result.report.path.path is AnswerPath.SKIP_FUSION
 
 
 async def test_without_skip_fusion_a_confident_ranking_is_still_fused() -> None:

@@ -21,6 +21,7 @@ import pytest
 from fastapi import FastAPI
 
 from gateway.app import create_app
+from gateway.cli import describe
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
 from tests.experiments.conftest import sqlite_url
@@ -106,3 +107,12 @@ async def test_two_policies_compared_as_experiment_arms(http: httpx.AsyncClient)
         seen.setdefault(body["blend"]["experiment"]["arm"], set()).add(
             body["blend"]["path"]["path"])
     assert seen == {"hedged": {"hedged"}, "vote": {"vote"}}
+
+
+def test_check_config_names_each_ensembles_policy(fake_upstreams: FakeUpstreams,
+                                                  tmp_path: Path) -> None:
+    lines = describe(adaptive_config(fake_upstreams, tmp_path)).splitlines()
+    assert any(line.startswith("  hedge ") and line.endswith("; strategy hedged)")
+               for line in lines)
+    assert any(line.startswith("  voter ") and line.endswith("; strategy vote)")
+               for line in lines)
