@@ -93,6 +93,10 @@ class EnsembleModelConfig(StrictModel):
                                      early_stop=self.early_stop is not None)
         margins = [r.margin for r in (self.skip_fusion, *(s.accept for s in self.cascade))
                    if r is not None]
+        samples = sum(m.samples for m in self.members)
+        if self.early_stop is not None and self.early_stop.agree > samples:
+            problems.append(f"early_stop.agree={self.early_stop.agree} exceeds the {samples} "
+                            "samples the members produce: it could never stop early")
         if isinstance(self.ranker, NoRankerConfig) and any(m is not None for m in margins):
             problems.append("ranker none keeps the members' order: its scores have no margin")
         if problems:

@@ -352,3 +352,5 @@ def test_strategies_refuse_policies_that_do_not_apply() -> None:
         config(strategy="vote", cascade=cascade())
     with pytest.raises(ConfigError, match="margin, agreement"):
         config(skip_fusion={})
+    with pytest.raises(ConfigError, match="could never stop early"):
+        config(early_stop={"agree": 4})  # 3 members, one sample each
