@@ -20,17 +20,20 @@ from ensemble.backends.fallback import single_backend
 from ensemble.concurrency import cancel_and_wait, gather_or_cancel
 from ensemble.config import (
     BlendgateConfig,
+    ConfidenceConfig,
     EnsembleModelConfig,
     FuserConfig,
     MemberConfig,
     NoRankerConfig,
     SingleModelConfig,
 )
+from ensemble.errors import ConfigError
 from ensemble.fanout import FanoutMember
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerBuilder, RankerCache, build_ranker
+from ensemble.rankers.similarity import SimilaritySource
 from ensemble.shared import Closable, SharedByConfig
 from ensemble.types import SamplingParams
 
@@ -46,6 +49,14 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A cascade stage before the ensemble's own members (``cascade:``)."""
+
+    members: tuple[Member, ...]  # labelled ``stage<i>:<backend>``
+    accept: ConfidenceConfig
+
+
+@dataclass(frozen=True)
 class Ensemble:
     """One ensemble model, ready to serve."""
 
@@ -54,14 +65,18 @@ class Ensemble:
     ranker: Ranker
     fuser: Fuser
     task_backend: Backend | None = None  # answers background tasks (cfg.tasks) alone
+    stages: tuple[Stage, ...] = ()  # cascade stages asked before ``members``
+    similarity: SimilaritySource | None = None  # agreement / early_stop, when configured
 
-    def fanout_members(self, params: SamplingParams) -> list[FanoutMember]:
+    def fanout_members(
+        self, params: SamplingParams, members: Sequence[Member] | None = None
+    ) -> list[FanoutMember]:
         """Request params first; each member's configured params fill what the request left
-        unset (``SamplingParams.merged``)."""
+        unset (``SamplingParams.merged``). ``members``: a cascade stage's (default: own)."""
         return [
             FanoutMember(m.label, m.backend, m.cfg.samples, params.merged(m.cfg.params),
                          self.cfg.member_timeout_s)
-            for m in self.members
+            for m in (self.members if members is None else members)
         ]
 
 
@@ -86,9 +101,13 @@ class EngineParts:
 def member_labels(model: EnsembleModelConfig) -> list[str]:
     """Each member's label in reports and metrics: its backend's name, ``name#i`` when one
     backend is listed twice."""
-    names = [m.backend for m in model.members]
-    return [m.backend if names.count(m.backend) == 1 else f"{m.backend}#{i}"
-            for i, m in enumerate(model.members)]
+    return _labels(model.members)
+
+
+def _labels(members: Sequence[MemberConfig], prefix: str = "") -> list[str]:
+    names = [m.backend for m in members]
+    return [prefix + (m.backend if names.count(m.backend) == 1 else f"{m.backend}#{i}")
+            for i, m in enumerate(members)]
 
 
 async def build_parts(
@@ -144,8 +163,11 @@ async def _add_models(
         ranker = await _logged(f"ranker {model.ranker.type} of {model.id}",
                                parts.rankers.get(model.ranker))
         tasks = backends[model.tasks.backend] if model.tasks is not None else None
-        parts.ensembles[model.id] = Ensemble(model, _members(model, backends), ranker, fuser,
-                                             tasks)
+        stages = tuple(Stage(_members(stage.members, backends, f"stage{i}:"), stage.accept)
+                       for i, stage in enumerate(model.cascade))
+        parts.ensembles[model.id] = Ensemble(model, _members(model.members, backends),
+                                             ranker, fuser, tasks, stages,
+                                             await _similarity(parts, model))
     for name in config.served_model_ids():
         if name not in parts.ensembles and name not in parts.singles:
             parts.singles[name] = backends[name]
@@ -171,9 +193,23 @@ async def _add_services(parts: EngineParts, config: BlendgateConfig) -> None:
         parts.service_fuser = next((e.fuser for e in ensembles), None)
 
 
-def _members(model: EnsembleModelConfig, backends: Mapping[str, Backend]) -> tuple[Member, ...]:
+def _members(members: Sequence[MemberConfig], backends: Mapping[str, Backend],
+             prefix: str = "") -> tuple[Member, ...]:
     return tuple(Member(label, backends[m.backend], m)
-                 for label, m in zip(member_labels(model), model.members, strict=True))
+                 for label, m in zip(_labels(members, prefix), members, strict=True))
+
+
+async def _similarity(parts: EngineParts, model: EnsembleModelConfig) -> SimilaritySource | None:
+    """The consensus ranker that measures agreement, when a policy needs one (shared with a
+    consensus ranker of the same config: one MiniLM)."""
+    if not model.needs_similarity():
+        return None
+    cfg = model.similarity_ranker()
+    source = await _logged(f"similarity {cfg.type} of {model.id}", parts.rankers.get(cfg))
+    if not isinstance(source, SimilaritySource):
+        raise ConfigError(f"{model.id}: ranker {source.name} cannot measure similarity",
+                          key="similarity")
+    return source
 
 
 async def _start(backend: Backend) -> None:

@@ -5,8 +5,11 @@ It serves two kinds of model (``models()``):
 * an **ensemble**: fan out to its members (``ensemble.fanout``), rank the candidates (skipped
   when only one arrived), keep the ``top_k`` best and fuse them into one answer. ``n`` > 1
   means n independent fuse calls over the same ranking, run concurrently; choice i is the
-  i-th fused answer. The :class:`BlendReport` (candidates, ranking, failures, fuser used,
-  stage timings) is always filled for ensembles.
+  i-th fused answer. ``ensemble.selection`` does the fan-out and ranking, and applies the
+  ensemble's adaptive policy (cascade stages, skip_fusion, early_stop, hedged, vote): a path
+  that answers with one candidate skips the fuser and streams that candidate whole. The
+  :class:`BlendReport` (candidates, ranking, failures, fuser used, stage timings, the path
+  taken) is always filled for ensembles.
 * a **single** model: a pure pass-through to one backend (``complete`` with ``n``, or its real
   token stream); no report.
 
@@ -40,26 +43,21 @@ from ensemble.errors import (
     DeadlineExceeded,
     FuserError,
     InvalidParamsError,
-    NoCandidatesError,
     OverloadedError,
-    RankerError,
     UnknownModelError,
 )
 from ensemble.fallbacks import Fallback
-from ensemble.fanout import FanoutResult, fan_out
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
 from ensemble.output_policy import (
     answer_error,
     distinct_choices,
-    rank_text,
-    screen,
     text_order,
-    tool_winner,
     wants_json,
 )
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerBuilder, build_ranker
+from ensemble.selection import Selection, select
 from ensemble.stream_merge import merge_streams
 from ensemble.tasks import is_background_task
 from ensemble.types import (
@@ -70,7 +68,6 @@ from ensemble.types import (
     ChatMessage,
     Choice,
     FuseStream,
-    Ranking,
     SamplingParams,
     ServedModel,
     StageTimings,
@@ -82,18 +79,6 @@ from ensemble.types import (
 )
 
 __all__ = ["BlendEngine", "member_labels"]
-
-
-@dataclass(frozen=True)
-class _Selection:
-    """What fan-out and ranking hand to the fuse stage."""
-
-    fanout: FanoutResult  # its candidates are the screened ones (see ensemble.output_policy)
-    ranking: Ranking | None
-    top: tuple[Candidate, ...]  # the text candidates to fuse, best first
-    fanout_s: float
-    rank_s: float
-    call: Candidate | None = None  # the tool call the ensemble answers with, if any
 
 
 @dataclass(frozen=True)
@@ -249,13 +234,13 @@ class BlendEngine:
     async def _complete_ensemble(self, ens: Ensemble, request: BlendRequest) -> BlendResult:
         started = time.perf_counter()
         deadline = Deadline.start(ens.cfg)
-        chosen = await self._select(ens, request, deadline)
+        chosen = await select(ens, request, deadline)
         fuse_started = time.perf_counter()
         fused = await _answer(ens, request, chosen, deadline)
         choices = [Choice(i, f.text, f.finish_reason, f.tool_calls, f.logprobs)
                    for i, f in enumerate(fused)]
         fuse_usage = sum((f.usage for f in fused), Usage())
-        usage = chosen.fanout.usage + fuse_usage
+        usage = chosen.usage + fuse_usage
         timings = _timings(chosen, started, fuse_started)
         report = _report(chosen, fused[0].fuser, timings, fuse_usage)
         return BlendResult(request.model, choices, usage, report)
@@ -265,59 +250,28 @@ class BlendEngine:
     ) -> AsyncIterator[TextDelta | StreamEnd]:
         started = time.perf_counter()
         deadline = Deadline.start(ens.cfg)
-        chosen = await self._select(ens, request, deadline)
-        # A tool call, JSON that is checked before it is sent, or candidates as they are:
-        # whole answers.
-        whole = chosen.call is not None or wants_json(request.params) or \
-            ens.cfg.fuser.type == "none"
+        chosen = await select(ens, request, deadline)
+        # A tool call, JSON that is checked before it is sent, one candidate answering alone
+        # (an adaptive path), or candidates as they are (fuser none): whole answers.
+        whole = chosen.call is not None or chosen.answer is not None or \
+            wants_json(request.params) or ens.cfg.fuser.type == "none"
         events = (_stream_whole if whole else _stream_fused)(ens, request, chosen, deadline,
                                                              started)
         async with closing(events) as deltas:
             async for delta in deltas:
                 yield delta
 
-    async def _select(
-        self, ens: Ensemble, request: BlendRequest, deadline: Deadline
-    ) -> _Selection:
-        started = time.perf_counter()
-        members = ens.fanout_members(request.params)
-        result = await fan_out(request.messages, members, min_candidates=ens.cfg.min_candidates,
-                               deadline_s=deadline.left_s(), quorum_wait_s=ens.cfg.quorum_wait_s)
-        fanned_out = time.perf_counter()
-        screened = screen(result.candidates, request.params)
-        result = replace(result, candidates=screened.candidates,
-                         failures=(*result.failures, *screened.failures))
-        if not result.candidates:
-            raise NoCandidatesError("no candidate satisfied the request's tools or "
-                                    "response_format", result.failures)
-        texts = [rank_text(c) for c in result.candidates]
-        ranking = None
-        if len(texts) > 1:
-            try:
-                async with deadline.bound("ranking"):
-                    ranking = await _rank(ens.ranker, request.messages, texts)
-            except DeadlineExceeded:
-                if not deadline.fallback:
-                    raise
-                # unranked: the members' order, as the ``none`` ranker would give
-        call = tool_winner(result.candidates, ranking, ens.cfg.tools)
-        top = text_order(result.candidates, ranking)[: ens.cfg.top_k]
-        return _Selection(result, ranking, tuple(top), fanned_out - started,
-                          time.perf_counter() - fanned_out, call)
-
-
-
 # ---------------------------------------------------------------------- helpers
 
 
-def _timings(chosen: _Selection, started: float, fuse_started: float) -> StageTimings:
+def _timings(chosen: Selection, started: float, fuse_started: float) -> StageTimings:
     """The stage timings of an answer finished now."""
     done = time.perf_counter()
     return StageTimings(chosen.fanout_s, chosen.rank_s, done - fuse_started, done - started)
 
 
 async def _stream_whole(
-    ens: Ensemble, request: BlendRequest, chosen: _Selection, deadline: Deadline,
+    ens: Ensemble, request: BlendRequest, chosen: Selection, deadline: Deadline,
     started: float,
 ) -> AsyncIterator[TextDelta | StreamEnd]:
     """The ``n`` whole answers of ``_answer``, one delta each, then the end."""
@@ -328,13 +282,13 @@ async def _stream_whole(
         fuse_usage += answer.usage
         yield TextDelta(answer.text, choice, answer.finish_reason,
                         tool_calls=_indexed(answer.tool_calls), logprobs=answer.logprobs)
-    yield StreamEnd(chosen.fanout.usage + fuse_usage,
+    yield StreamEnd(chosen.usage + fuse_usage,
                     _report(chosen, fused[0].fuser, _timings(chosen, started, fuse_started),
                             fuse_usage))
 
 
 async def _stream_fused(
-    ens: Ensemble, request: BlendRequest, chosen: _Selection, deadline: Deadline,
+    ens: Ensemble, request: BlendRequest, chosen: Selection, deadline: Deadline,
     started: float,
 ) -> AsyncIterator[TextDelta | StreamEnd]:
     """``n`` fuse streams merged as their tokens come, then the end. When the deadline passes
@@ -363,21 +317,8 @@ async def _stream_fused(
         best = chosen.top[0]
         for choice in range(request.n):
             yield TextDelta(best.text, choice, "stop", logprobs=best.logprobs)
-    yield StreamEnd(chosen.fanout.usage + fuse_usage,
+    yield StreamEnd(chosen.usage + fuse_usage,
                     _report(chosen, fuser, _timings(chosen, started, fuse_started), fuse_usage))
-
-
-async def _rank(ranker: Ranker, messages: Sequence[ChatMessage], texts: list[str]) -> Ranking:
-    try:
-        ranking = await ranker.rank(messages, texts)
-    except (RankerError, OverloadedError):
-        raise
-    except Exception as exc:  # the gateway maps RankerError to a clean 500
-        raise RankerError(f"ranker {ranker.name}: {type(exc).__name__}: {exc}") from exc
-    if len(ranking.ranks) != len(texts) or len(ranking.scores) != len(texts):
-        raise RankerError(f"ranker {ranker.name} ranked {len(ranking.ranks)} of {len(texts)} "
-                          f"candidates")
-    return ranking
 
 
 async def _start_fuse(
@@ -392,7 +333,7 @@ async def _start_fuse(
 
 
 async def _answer(
-    ens: Ensemble, request: BlendRequest, chosen: _Selection, deadline: Deadline
+    ens: Ensemble, request: BlendRequest, chosen: Selection, deadline: Deadline
 ) -> list[_Fused]:
     """The ``n`` whole answers: the winning tool call, or the fused text (see output_policy).
 
@@ -404,6 +345,8 @@ async def _answer(
         call = chosen.call
         return [_Fused("", "tool_calls", Usage(), Fallback.TOOL_CALL.label(), call.tool_calls,
                        call.logprobs)] * request.n
+    if chosen.answer is not None:
+        return [_alone(chosen.answer, chosen.path.path)] * request.n
     if ens.cfg.fuser.type == "none":  # no fusion: the n best distinct candidates
         ordered = text_order(chosen.fanout.candidates, chosen.ranking)
         label = Fallback.DEADLINE.label() if deadline.fallback and not deadline.left_s() \
@@ -429,6 +372,13 @@ async def _answer(
             raise
         return [replace(selected, fuser=Fallback.DEADLINE.label())] * request.n
     return _format_checked(fused, selected, params) if json_mode else fused
+
+
+def _alone(candidate: Candidate, path: str) -> _Fused:
+    """The answer of a path that answers with one candidate (a text or a tool call)."""
+    finish = "tool_calls" if candidate.tool_calls else candidate.finish_reason or "stop"
+    return _Fused(candidate.text, finish, Usage(), Fallback.POLICY.label(subject=path),
+                  candidate.tool_calls, candidate.logprobs)
 
 
 def _format_checked(
@@ -473,9 +423,9 @@ async def _fuse_text(
 
 
 def _report(
-    chosen: _Selection, fuser: str, timings: StageTimings, fuse_usage: Usage
+    chosen: Selection, fuser: str, timings: StageTimings, fuse_usage: Usage
 ) -> BlendReport:
-    parts = [UsagePart("member", label, usage) for label, usage in chosen.fanout.member_usage]
+    parts = [UsagePart("member", label, usage) for label, usage in chosen.member_usage]
     parts.append(UsagePart("fuser", fuser, fuse_usage))
     return BlendReport(chosen.fanout.candidates, chosen.ranking, chosen.fanout.failures,
-                       fuser, timings, tuple(parts))
+                       fuser, timings, tuple(parts), chosen.path)

@@ -17,6 +17,7 @@ class Fallback(StrEnum):
     TOOL_CALL = "tool call"  # a member's tool call answered
     FORMAT_UNSUPPORTED = "{subject} cannot follow response_format"  # subject: the fuser type
     FORMAT_BROKEN = "invalid {subject}; best candidate"  # subject: response_format's type
+    POLICY = "{subject}"  # the adaptive policy answered with one candidate; subject: its path
 
     def label(self, fuser: str = "none", subject: str = "") -> str:
         """``BlendReport.fuser`` when ``fuser`` produced the text for this reason."""

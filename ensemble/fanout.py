@@ -13,15 +13,21 @@ with a 4xx, else :class:`NoCandidatesError`.
 that many more seconds; members still running then are cancelled (their upstream calls too)
 and reported as failures of type ``QuorumCut``, so the ensemble ranks what arrived instead of
 waiting for its slowest member up to that member's timeout. ``None`` waits for every member.
+
+``stop`` (optional, a :class:`StopRule`): asked after each member answers, with every
+candidate so far in arrival order; once it says enough (and ``min_candidates`` are in), the
+members still running are cancelled (shielded, ``cancel_and_wait``) and reported as failures of
+the rule's ``cut_type``. Early stopping and hedged requests (``ensemble.adaptive``) use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ensemble.backends.base import Backend
+from ensemble.concurrency import cancel_and_wait
 from ensemble.errors import (
     BackendStatusError,
     BackendTimeout,
@@ -57,6 +63,23 @@ QUORUM_CUT = "QuorumCut"  # MemberFailure.error_type of a member cut by quorum_w
 
 
 @dataclass(frozen=True)
+class StopRule:
+    """When the candidates so far (arrival order) are enough to stop waiting for the rest."""
+
+    enough: Callable[[tuple[Candidate, ...]], Awaitable[bool]]
+    cut_type: str  # MemberFailure.error_type of the members it cuts
+    why: str  # the cut members' failure message
+
+
+@dataclass(frozen=True)
+class _Cut:
+    """Why the members still running were cancelled."""
+
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True)
 class FanoutResult:
     candidates: tuple[Candidate, ...]  # member order, then sample order
     failures: tuple[MemberFailure, ...]
@@ -83,18 +106,20 @@ async def fan_out(
     min_candidates: int,
     deadline_s: float,
     quorum_wait_s: float | None = None,
+    stop: StopRule | None = None,
 ) -> FanoutResult:
     """Run ``members`` concurrently; return their candidates and failures (see module doc)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline_at = started + deadline_s
+    cut = _Cut(QUORUM_CUT, f"cut: still running {quorum_wait_s or 0:g}s after the quorum "
+                           "of candidates arrived (quorum_wait_s)")
     async with asyncio.TaskGroup() as group:
         tasks = [group.create_task(_call(m, messages, deadline_at)) for m in members]
-        if quorum_wait_s is not None:
-            await _cut_after_quorum(tasks, min_candidates, quorum_wait_s)
+        if quorum_wait_s is not None or stop is not None:
+            cut = await _watch(tasks, min_candidates, quorum_wait_s, stop) or cut
     outcomes = [
-        _cut(member, quorum_wait_s or 0.0, loop.time() - started) if task.cancelled()
-        else task.result()
+        _cut(member, cut, loop.time() - started) if task.cancelled() else task.result()
         for member, task in zip(members, tasks, strict=False)
     ]
     candidates = tuple(c for o in outcomes for c in o.candidates)
@@ -111,27 +136,39 @@ async def fan_out(
     return FanoutResult(candidates, failures, usage, loop.time() - started, member_usage)
 
 
-async def _cut_after_quorum(
-    tasks: Sequence[asyncio.Task[_Outcome]], min_candidates: int, wait_s: float
-) -> None:
-    """Wait until ``min_candidates`` candidates are in, then at most ``wait_s`` for the
-    rest; cancel what is still running (the TaskGroup then waits for the cancellations)."""
+async def _watch(
+    tasks: Sequence[asyncio.Task[_Outcome]], min_candidates: int,
+    quorum_wait_s: float | None, stop: StopRule | None,
+) -> _Cut | None:
+    """Wait for the members as they answer. Once ``min_candidates`` candidates are in, the
+    rest get at most ``quorum_wait_s`` more (when set), and ``stop`` may end the wait at any
+    answer. Cancel what is still running then, and say why; None when everyone finished."""
+    loop = asyncio.get_running_loop()
+    order = {task: i for i, task in enumerate(tasks)}
     pending: set[asyncio.Task[_Outcome]] = set(tasks)
-    arrived = 0
-    while pending and arrived < min_candidates:
-        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        arrived += sum(len(task.result().candidates) for task in done)
-    if pending:
-        _, late = await asyncio.wait(pending, timeout=wait_s)
-        for task in late:
-            task.cancel()
+    arrived: list[Candidate] = []
+    quorum_at: float | None = None
+    while pending:
+        timeout = None if quorum_at is None else max(0.0, quorum_at - loop.time())
+        done, pending = await asyncio.wait(pending, timeout=timeout,
+                                           return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            await cancel_and_wait(list(pending))
+            return None  # the quorum wait is over: the default cut
+        for task in sorted(done, key=order.__getitem__):  # same-tick arrivals: member order
+            arrived.extend(task.result().candidates)
+        if len(arrived) < min_candidates:
+            continue
+        if stop is not None and pending and await stop.enough(tuple(arrived)):
+            await cancel_and_wait(list(pending))
+            return _Cut(stop.cut_type, stop.why)
+        if quorum_wait_s is not None and quorum_at is None:
+            quorum_at = loop.time() + quorum_wait_s
+    return None
 
 
-def _cut(member: FanoutMember, wait_s: float, latency: float) -> _Outcome:
-    failure = MemberFailure(member.label, QUORUM_CUT,
-                            f"cut: still running {wait_s:g}s after the quorum of candidates "
-                            f"arrived (quorum_wait_s)", latency)
-    return _Outcome(failure=failure)
+def _cut(member: FanoutMember, cut: _Cut, latency: float) -> _Outcome:
+    return _Outcome(failure=MemberFailure(member.label, cut.error_type, cut.message, latency))
 
 
 async def _call(

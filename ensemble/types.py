@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
@@ -187,6 +188,32 @@ class UsagePart:
     usage: Usage
 
 
+class AnswerPath(StrEnum):
+    """Which way an ensemble answer went (``ensemble.adaptive``); the wire and metric value."""
+
+    FUSED = "fused"  # the full fan-out, ranked, sent to the fuser (today's blend)
+    SKIP_FUSION = "skip_fusion"  # the ranking was confident: its top candidate answered
+    CASCADE = "cascade"  # an earlier, cheaper cascade stage answered with its top candidate
+    HEDGED = "hedged"  # the first valid candidate answered; the other members were cancelled
+    VOTE = "vote"  # the most common (normalised) answer answered
+
+
+@dataclass(frozen=True)
+class PathReport:
+    """How the adaptive policy decided: the path, the stage that answered (0-based; the
+    ensemble's own members are the last stage, ``len(cascade)``), whether the fuser ran, why,
+    and the measures it decided on (None: not measured)."""
+
+    path: AnswerPath
+    stage: int = 0
+    fused: bool = True
+    reason: str = ""
+    margin: float | None = None
+    agreement: float | None = None
+    early_stop: bool = False  # members were cut once enough candidates agreed
+    escalated: tuple[str, ...] = ()  # why each earlier stage did not answer
+
+
 @dataclass(frozen=True)
 class BlendReport:
     """Opt-in transparency: every candidate with score/rank, failures, timings, fuser used,
@@ -198,6 +225,7 @@ class BlendReport:
     fuser: str | None
     timings: StageTimings
     usage: Sequence[UsagePart] = ()
+    path: PathReport = field(default_factory=lambda: PathReport(AnswerPath.FUSED))
 
 
 @dataclass(frozen=True)

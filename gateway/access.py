@@ -7,10 +7,11 @@ on the response. When the response is finished it logs one line on the ``blendga
 logger, as ``key=value`` pairs::
 
     request_id=4be0... method=POST route=/v1/chat/completions model=blend status=200
-    duration_s=4.210 ttfb_s=3.902 stream=true candidates=4 failures=0 completion_id=chatcmpl-...
+    duration_s=4.210 ttfb_s=3.902 stream=true candidates=4 failures=0 path=fused
+    completion_id=chatcmpl-...
 
 ``ttfb_s`` (time to the first body byte) is there for streams; ``candidates`` / ``failures``
-for ensembles; ``completion_id`` for chat completions; ``-`` where there is none. No prompt or
+and ``path`` (the adaptive policy's ``AnswerPath``) for ensembles; ``completion_id`` for chat completions; ``-`` where there is none. No prompt or
 answer text is ever logged. ``/health`` and ``/metrics`` (probes, scrapes) log at DEBUG, the
 API at INFO. Routes add what only they know through ``request.state`` (``STATE_*`` keys).
 """
@@ -37,6 +38,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")  # what a client's id may 
 STATE_REQUEST_ID = "request_id"  # request.state key: this request's id
 STATE_COMPLETION_ID = "blend_completion_id"  # request.state key: the completion's id
 STATE_COUNTS = "blend_counts"  # request.state key: (candidates, failures) of an ensemble
+STATE_PATH = "blend_path"  # request.state key: an ensemble answer's path (e.g. skip_fusion)
 _QUIET_PATHS = frozenset({"/health", "/metrics"})
 _PLAIN = re.compile(r"[A-Za-z0-9._:/@+=-]{1,128}")
 
@@ -66,6 +68,7 @@ def observe_answer(request: Request, metrics: GatewayMetrics, model: str, usage:
     metrics.observe_usage(model, usage)
     if report is not None:
         setattr(request.state, STATE_COUNTS, (len(report.candidates), len(report.failures)))
+        setattr(request.state, STATE_PATH, report.path.path.value)
 
 
 class AccessMiddleware:
@@ -125,9 +128,9 @@ class AccessMiddleware:
                 logger.log(
                     level,
                     "request_id=%s method=%s route=%s model=%s status=%d duration_s=%.3f "
-                    "ttfb_s=%s stream=%s candidates=%s failures=%s completion_id=%s",
+                    "ttfb_s=%s stream=%s candidates=%s failures=%s path=%s completion_id=%s",
                     rid, scope.get("method"), route or _plain(scope["path"]), _plain(model), final,
                     duration, f"{ttfb:.3f}" if ttfb is not None else "-",
-                    str(stream).lower(), candidates, failures,
+                    str(stream).lower(), candidates, failures, state.get(STATE_PATH) or "-",
                     state.get(STATE_COMPLETION_ID) or "-",
                 )

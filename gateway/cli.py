@@ -272,6 +272,18 @@ def check_config(config: GatewayConfig, path: Path, *, schema_only: bool) -> int
     return 0
 
 
+def _policy(ensemble: EnsembleModelConfig) -> str:
+    """The ensemble's adaptive policy, when it has one (README "Adaptive ensembling")."""
+    parts = [f"strategy {ensemble.strategy}"] if ensemble.strategy != "blend" else []
+    if ensemble.cascade:
+        parts.append(f"cascade {len(ensemble.cascade)} stage(s)")
+    if ensemble.skip_fusion is not None:
+        parts.append("skip_fusion")
+    if ensemble.early_stop is not None:
+        parts.append(f"early_stop {ensemble.early_stop.agree}")
+    return f"; {', '.join(parts)}" if parts else ""
+
+
 def describe(config: GatewayConfig) -> str:
     """One line per served model: id, kind and members."""
     lines = ["config OK; serving:"]
@@ -284,7 +296,7 @@ def describe(config: GatewayConfig) -> str:
         members = ", ".join(f"{m.backend} x{m.samples}" for m in ensemble.members)
         lines.append(
             f"  {model_id}  (ensemble: {members}; ranker {ensemble.ranker.type}, "
-            f"fuser {ensemble.fuser.type}, top_k {ensemble.top_k})"
+            f"fuser {ensemble.fuser.type}, top_k {ensemble.top_k}{_policy(ensemble)})"
         )
     for experiment in config.experiments:
         arms = ", ".join(f"{a.name}={a.model} w{a.weight:g}" for a in experiment.arms)

@@ -30,6 +30,7 @@ from gateway.protocol import (
     BlendExperiment,
     BlendFailure,
     BlendInfo,
+    BlendPath,
     BlendTimings,
     BlendUsage,
     ChatCompletionChoice,
@@ -271,8 +272,13 @@ def to_blend_info(report: BlendReport) -> BlendInfo:
                    total_tokens=part.usage.total_tokens)
         for part in report.usage
     ]
+    path = report.path
     return BlendInfo(candidates=candidates, failures=failures, fuser=report.fuser,
-                     timings=timings, usage=usage)
+                     timings=timings, usage=usage,
+                     path=BlendPath(path=path.path.value, stage=path.stage, fused=path.fused,
+                                    reason=path.reason, margin=path.margin,
+                                    agreement=path.agreement, early_stop=path.early_stop,
+                                    escalated=list(path.escalated)))
 
 
 def to_chat_completion(

@@ -8,8 +8,8 @@ finishes. The registry also holds the process metrics (CPU, memory, file descrip
 Python version) and ``blendgate_build_info``.
 
 Series that exist from the start, at 0 (so ``rate()`` and alerts work before the first
-event): requests in flight, tokens per served model, and each ensemble member's failures for
-each ``MEMBER_FAILURE_TYPES`` entry.
+event): requests in flight, tokens per served model, each ensemble member's failures for
+each ``MEMBER_FAILURE_TYPES`` entry, and each ensemble's answers per path (without early stop).
 
 No ``*_created`` series: ``exposition`` leaves them out (a view over the registry) rather than
 calling prometheus_client's ``disable_created_metrics()``, which flips a process-wide flag.
@@ -40,7 +40,7 @@ from ensemble.errors import (
     BackendTimeout,
     OverloadedError,
 )
-from ensemble.types import BlendReport, Usage
+from ensemble.types import AnswerPath, BlendReport, Usage
 
 # Seconds: from a cached pass-through reply to a slow CPU ensemble.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
@@ -107,11 +107,22 @@ class GatewayMetrics:
             "blendgate_stage_duration_seconds", "Time spent in each ensemble stage.",
             ["model", "stage"], buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
+        self.answer_paths = Counter(
+            "blendgate_answer_path", "Ensemble answers by the adaptive policy's path (fused, "
+            "skip_fusion, cascade, hedged, vote) and whether early stopping cut members.",
+            ["model", "path", "early_stop"], registry=self.registry,
+        )
         self._add_proxy_counters()
+        self._start_at_zero(members or {})
+
+    def _start_at_zero(self, members: Mapping[str, Sequence[str]]) -> None:
+        """The series that exist before their first event (see the module doc)."""
         for model in self._served:
             self.prompt_tokens.labels(model)
             self.completion_tokens.labels(model)
-        for model, labels in (members or {}).items():
+        for model, labels in members.items():
+            for path in AnswerPath:
+                self.answer_paths.labels(self.model_label(model), path.value, "false")
             for member in labels:
                 for error_type in MEMBER_FAILURE_TYPES:
                     self.member_failures.labels(self.model_label(model), member, error_type)
@@ -169,6 +180,8 @@ class GatewayMetrics:
             self.member_latency.labels(label, candidate.member).observe(candidate.latency_s)
         for failure in report.failures:
             self.member_failures.labels(label, failure.member, failure.error_type).inc()
+        path = report.path
+        self.answer_paths.labels(label, path.path.value, str(path.early_stop).lower()).inc()
         timings = report.timings
         for stage, seconds in (
             ("fanout", timings.fanout_s), ("rank", timings.rank_s), ("fuse", timings.fuse_s)

@@ -271,6 +271,19 @@ class BlendTimings(BaseModel):
     total_s: float
 
 
+class BlendPath(BaseModel):
+    """Which way the adaptive policy answered (``ensemble.types.PathReport``)."""
+
+    path: str  # fused | skip_fusion | cascade | hedged | vote
+    stage: int  # 0-based; the ensemble's own members are the last stage
+    fused: bool  # whether the fuser ran
+    reason: str
+    margin: float | None = None
+    agreement: float | None = None
+    early_stop: bool = False
+    escalated: list[str] = Field(default_factory=list)  # why earlier stages did not answer
+
+
 class BlendExperiment(BaseModel):
     """The experiment arm that served a request to an experiment id."""
 
@@ -288,6 +301,7 @@ class BlendInfo(BaseModel):
     fuser: str | None = None
     timings: BlendTimings | None = None
     usage: list[BlendUsage] = Field(default_factory=list)  # the response's usage, per part
+    path: BlendPath | None = None  # the adaptive policy's decision
     experiment: BlendExperiment | None = None
     backend: str | None = None  # a single model with fallbacks: the backend that answered
 

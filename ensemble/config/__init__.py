@@ -8,6 +8,7 @@ and fusers share. ``blendgate`` is the whole tree, ``references`` its checks tha
 to each other, ``loading`` YAML -> config, ``errors`` pydantic errors -> readable messages.
 """
 
+from ensemble.config.adaptive import ConfidenceConfig, EarlyStopConfig, Strategy
 from ensemble.config.backends import (
     BackendConfig,
     ChunkedModelConfig,
@@ -29,6 +30,7 @@ from ensemble.config.fusers import (
 )
 from ensemble.config.loading import GATEWAY_SECTIONS, load_config, parse_config
 from ensemble.config.models import (
+    CascadeStageConfig,
     EnsembleModelConfig,
     MemberConfig,
     ModelConfig,
@@ -55,10 +57,13 @@ __all__ = [
     "ArmConfig",
     "BackendConfig",
     "BlendgateConfig",
+    "CascadeStageConfig",
     "ChunkedModelConfig",
+    "ConfidenceConfig",
     "ConsensusRankerConfig",
     "DType",
     "Device",
+    "EarlyStopConfig",
     "EnsembleModelConfig",
     "ExperimentConfig",
     "FuserConfig",
@@ -81,6 +86,7 @@ __all__ = [
     "ShadowConfig",
     "SingleModelConfig",
     "StoreConfig",
+    "Strategy",
     "StrictModel",
     "TaskRoutingConfig",
     "ToolPolicyConfig",

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from ensemble.config.adaptive import (
+    ConfidenceConfig,
+    EarlyStopConfig,
+    Strategy,
+    strategy_problems,
+)
 from ensemble.config.base import StrictModel
 from ensemble.config.fusers import FuserConfig, SelectFuserConfig
-from ensemble.config.rankers import ConsensusRankerConfig, RankerConfig
+from ensemble.config.rankers import ConsensusRankerConfig, NoRankerConfig, RankerConfig
 
 
 class MemberConfig(StrictModel):
     backend: str
     samples: int = Field(1, ge=1, le=64)
     params: dict[str, Any] = Field(default_factory=dict)  # sampling overrides for this member
+
+
+class CascadeStageConfig(StrictModel):
+    """A cheaper stage asked before the ensemble's own members (the last, full stage): it
+    answers with its top candidate when ``accept`` holds, else the next stage is asked."""
+
+    members: list[MemberConfig] = Field(min_length=1)
+    accept: ConfidenceConfig
 
 
 class TaskRoutingConfig(StrictModel):
@@ -65,6 +79,46 @@ class EnsembleModelConfig(StrictModel):
     # A request with image_url parts: "reject" answers 400 unless every member is vision-capable;
     # "drop_members" asks only the vision-capable members (the dropped ones are reported).
     images: Literal["reject", "drop_members"] = "reject"
+    # Adaptive ensembling (ensemble/adaptive/), all off by default. blend: fan out, rank,
+    # fuse; hedged: the first valid candidate answers; vote: the most common answer does.
+    strategy: Strategy = "blend"
+    skip_fusion: ConfidenceConfig | None = None  # confident ranking: the top candidate answers
+    cascade: list[CascadeStageConfig] = Field(default_factory=list)  # stages before `members`
+    early_stop: EarlyStopConfig | None = None  # stop waiting once enough candidates agree
+    # The embedder behind `agreement` and `early_stop.similarity`; None: the ranker's config
+    # when it is a consensus ranker (one MiniLM for both), else the default consensus model.
+    similarity: ConsensusRankerConfig | None = None
+
+    @model_validator(mode="after")
+    def _coherent_policy(self) -> EnsembleModelConfig:
+        problems = strategy_problems(self.strategy, skip_fusion=self.skip_fusion is not None,
+                                     cascade=bool(self.cascade),
+                                     early_stop=self.early_stop is not None)
+        margins = [r.margin for r in (self.skip_fusion, *(s.accept for s in self.cascade))
+                   if r is not None]
+        samples = sum(m.samples for m in self.members)
+        if self.early_stop is not None and self.early_stop.agree > samples:
+            problems.append(f"early_stop.agree={self.early_stop.agree} exceeds the {samples} "
+                            "samples the members produce: it could never stop early")
+        if isinstance(self.ranker, NoRankerConfig) and any(m is not None for m in margins):
+            problems.append("ranker none keeps the members' order: its scores have no margin")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def similarity_ranker(self) -> ConsensusRankerConfig:
+        """The consensus config whose similarity measures agreement (see ``similarity``)."""
+        if self.similarity is not None:
+            return self.similarity
+        if isinstance(self.ranker, ConsensusRankerConfig):
+            return self.ranker
+        return ConsensusRankerConfig()
+
+    def needs_similarity(self) -> bool:
+        """Whether any policy measures agreement by embeddings (vote compares answers)."""
+        rules = [self.skip_fusion, *(s.accept for s in self.cascade)]
+        agreement = any(r is not None and r.agreement is not None for r in rules)
+        return agreement or (self.early_stop is not None and self.strategy == "blend")
 
 
 # Failures before the first token that move a single model's request to its next fallback

@@ -26,6 +26,7 @@ def model_backends(model: ModelConfig) -> list[str]:
     if not isinstance(model, EnsembleModelConfig):
         return [model.backend, *model.fallbacks]
     names = [m.backend for m in model.members]
+    names += [m.backend for stage in model.cascade for m in stage.members]
     llm = llm_fuser(model.fuser)
     if llm is not None:
         names.append(llm.backend)

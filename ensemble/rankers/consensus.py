@@ -12,6 +12,10 @@ transformers: BERT last hidden state -> mean over the non-padding tokens -> L2 n
 request's texts go through one :class:`BatchWorker`, so concurrent rankings share forward
 passes on one dedicated thread; identical texts are embedded once, so they get exactly equal
 scores (a tie, sharing the best rank).
+
+The worker returns each request's similarity matrix; the scores are derived from it by
+``ensemble.rankers.similarity.mbr_scores``, and the same matrix is what ``similarities``
+gives the adaptive policies (agreement, early stopping): one similarity, not a twin.
 """
 
 from __future__ import annotations
@@ -30,12 +34,12 @@ from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
 from ensemble.placement import resolve_device
 from ensemble.rankers.ranks import ranks_from_scores
+from ensemble.rankers.similarity import DIGITS, SimilarityMatrix, mbr_scores
 from ensemble.types import ChatMessage, Ranking
 
 _MAX_ROWS = 64  # texts per forward pass
 _BATCH_WAIT_MS = 2.0
 _DEFAULT_MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on 256-token inputs
-_DIGITS = 6  # scores are rounded: float noise must not break ties between equal texts
 
 
 class ConsensusRanker:
@@ -44,7 +48,7 @@ class ConsensusRanker:
     name = "consensus"
     order_invariant = True  # each answer's mean similarity to the others
 
-    def __init__(self, embedder: _Embedder, worker: BatchWorker[tuple[str, ...], tuple[float, ...]]):
+    def __init__(self, embedder: _Embedder, worker: BatchWorker[tuple[str, ...], SimilarityMatrix]):
         self._embedder = embedder
         self._worker = worker
 
@@ -52,8 +56,8 @@ class ConsensusRanker:
     async def load(cls, cfg: ConsensusRankerConfig) -> ConsensusRanker:
         """Load MiniLM on the ranker's own thread, then run one warm-up batch there."""
         embedder = _Embedder(cfg)
-        worker: BatchWorker[tuple[str, ...], tuple[float, ...]] = BatchWorker(
-            embedder.score_batch,
+        worker: BatchWorker[tuple[str, ...], SimilarityMatrix] = BatchWorker(
+            embedder.similarity_batch,
             name="consensus",
             max_batch_size=_MAX_ROWS,
             max_wait_ms=_BATCH_WAIT_MS,
@@ -69,13 +73,21 @@ class ConsensusRanker:
     async def rank(self, messages: Sequence[ChatMessage], candidates: Sequence[str]) -> Ranking:
         if len(candidates) < 2:
             return Ranking(scores=(0.0,) * len(candidates), ranks=(1,) * len(candidates))
+        scores = mbr_scores(await self.similarities(messages, candidates))
+        return Ranking(scores=scores, ranks=tuple(int(r) for r in ranks_from_scores(scores)))
+
+    async def similarities(
+        self, messages: Sequence[ChatMessage], candidates: Sequence[str]
+    ) -> SimilarityMatrix:
+        """Cosine similarity of every pair of candidates (symmetric, rounded to DIGITS)."""
+        if len(candidates) < 2:
+            return tuple((1.0,) for _ in candidates)
         try:
-            scores = await self._worker.submit(tuple(candidates))
+            return await self._worker.submit(tuple(candidates))
         except OverloadedError:
             raise
         except Exception as exc:  # any model failure is the ranker's
             raise RankerError(f"consensus ranker: {type(exc).__name__}: {exc}") from exc
-        return Ranking(scores=scores, ranks=tuple(int(r) for r in ranks_from_scores(scores)))
 
     async def aclose(self) -> None:
         await self._worker.aclose()
@@ -118,18 +130,16 @@ class _Embedder:
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # (B, H)
             return torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
 
-    def score_batch(self, requests: Sequence[tuple[str, ...]]) -> list[tuple[float, ...]]:
-        """Scores for several rank requests, their distinct texts embedded together."""
+    def similarity_batch(self, requests: Sequence[tuple[str, ...]]) -> list[SimilarityMatrix]:
+        """Similarity matrices for several requests, their distinct texts embedded together."""
         unique = list(dict.fromkeys(text for texts in requests for text in texts))
         chunks = [self.embed(unique[i:i + _MAX_ROWS]) for i in range(0, len(unique), _MAX_ROWS)]
         table = dict(zip(unique, torch.cat(chunks), strict=True))
-        return [_mbr_scores(torch.stack([table[t] for t in texts])) for texts in requests]
+        return [_cosines(torch.stack([table[t] for t in texts])) for texts in requests]
 
 
-def _mbr_scores(embeddings: torch.Tensor) -> tuple[float, ...]:
-    """Mean cosine similarity of each row to every other row; rows are unit vectors."""
-    count = embeddings.shape[0]
+def _cosines(embeddings: torch.Tensor) -> SimilarityMatrix:
+    """Cosine similarity of every pair of rows (unit vectors), symmetric and rounded."""
     sims = embeddings @ embeddings.T  # (n, n)
     sims = (sims + sims.T) / 2  # exact symmetry, so equal texts score equally
-    others = (sims.sum(dim=1) - sims.diagonal()) / (count - 1)
-    return tuple(round(float(s), _DIGITS) for s in others)
+    return tuple(tuple(round(float(v), DIGITS) for v in row) for row in sims)

@@ -80,7 +80,7 @@ def test_good_urls_keep_their_path() -> None:
         ({"backends": {"a": {"kind": "local", "model": {"chunks": ["p"], "sha265": "0"}}}},
          "backends.a.model.sha265: unknown key 'sha265'; did you mean 'sha256'?"),
         ({"backends": {"a": OPENAI}, "models": [ensemble(zzz=1)]},
-         "models.0.zzz: unknown key 'zzz'; valid keys: deadline_s, fuser, id"),
+         "models.0.zzz: unknown key 'zzz'; valid keys: cascade, deadline_s, early_stop, fuser"),
     ],
 )
 def test_misspelt_keys_name_the_key_and_the_closest_valid_one(data: dict, expected: str) -> None:

@@ -43,7 +43,7 @@ async def test_one_access_line_per_request_with_the_clients_request_id(
     assert fields(line) == {
         "request_id": "req-7.a:b", "method": "POST", "route": "/v1/chat/completions",
         "model": ENSEMBLE, "status": "200", "duration_s": fields(line)["duration_s"],
-        "ttfb_s": "-", "stream": "false", "candidates": "2", "failures": "1",
+        "ttfb_s": "-", "stream": "false", "candidates": "2", "failures": "1", "path": "fused",
         "completion_id": response.json()["id"],
     }
     assert float(fields(line)["duration_s"]) >= 0
