@@ -249,8 +249,8 @@ class Blender(FusionMixin):
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         half = bool(kwargs.get("fp16", True)) and torch.device(device).type in ("cuda", "mps")
         dtype: Literal["float16", "float32"] = "float16" if half else "float32"
-        location = _original_download_dir(str(ranker_path), cache_dir)
-        directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
+        # One resolver for every model file: local dir, <cache_dir>/<id>, the HF cache, the hub.
+        directory = resolve_dir(str(ranker_path), cache_dir)
         if _is_pairrm_dir(directory):
             speed = {key: kwargs[key] for key in ("attention", "compile") if key in kwargs}
             self.ranker = load_pairrm(str(directory), device=device, dtype=dtype,
@@ -586,20 +586,6 @@ class Blender(FusionMixin):
 
 
 # ----------------------------------------------------------------------------- loading helpers
-
-
-def _original_download_dir(ranker_path: str, cache_dir: str | None) -> str | None:
-    """``<cache_dir>/<ranker_path>``, where llm-blender 0.0.2 downloaded snapshots, if present.
-
-    Without ``cache_dir`` the original used the transformers cache (the hub cache directory).
-    """
-    if Path(ranker_path).expanduser().is_dir():
-        return None
-    from huggingface_hub import constants
-
-    root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
-    candidate = root / ranker_path
-    return str(candidate) if (candidate / "config.json").is_file() else None
 
 
 def _config_json(directory: Path) -> dict[str, Any]:
