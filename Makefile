@@ -51,5 +51,11 @@ serve: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# The static gates .ci/run runs too: lint rules, types, and the library/gateway layering.
+lint: setup
+	$(VENV)/bin/ruff check ensemble gateway tests benchmarks
+	$(VENV)/bin/mypy ensemble gateway
+	$(VENV)/bin/lint-imports
+
 clean:
 	rm -rf $(VENV)

@@ -26,13 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,6 +41,7 @@ from typing import Any
 
 import httpx
 import yaml
+from bench_common import free_port, quantile
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -53,12 +52,6 @@ API_KEY = "sk-bench-" + secrets.token_hex(24)
 
 
 # --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -211,12 +204,6 @@ async def closed_loop(base_url: str, model: str, concurrency: int, total: int,
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return samples, time.perf_counter() - started
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (q in [0, 1])."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 @dataclass
@@ -394,7 +381,7 @@ def parse_levels(text: str, concurrencies: list[int]) -> list[tuple[int, int]]:
     counts = [int(x) for x in text.split(",")]
     if len(counts) != len(concurrencies):
         raise SystemExit(f"--requests needs {len(concurrencies)} counts")
-    return list(zip(concurrencies, counts))
+    return list(zip(concurrencies, counts, strict=False))
 
 
 def find_binary(arg: str | None, name: str) -> str | None:
@@ -404,7 +391,7 @@ def find_binary(arg: str | None, name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--requests", default="300,1200,2400",
@@ -417,7 +404,11 @@ def main() -> None:
     parser.add_argument("--blendgate", default=None, help="blendgate executable")
     parser.add_argument("--litellm", default=None,
                         help="litellm executable (e.g. /tmp/benchvenv/bin/litellm); '' skips it")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
 
     concurrencies = [int(x) for x in args.concurrency.split(",")]
     levels = parse_levels(args.requests, concurrencies)
@@ -458,7 +449,15 @@ def main() -> None:
     record.update(passthrough=[asdict(r) for r in passthrough],
                   fanout=[asdict(r) for r in fanout], ratios=ratios(passthrough),
                   settings=vars(args), loadavg_at_end=os.getloadavg())
-    for entry in record["ratios"]:
+    print_ratios(record["ratios"])
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"bench_gateway-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(record, indent=2))
+    print(f"\nwrote {path}")
+
+
+def print_ratios(entries: list[dict[str, Any]]) -> None:
+    for entry in entries:
         print("ratio at concurrency {concurrency}: LiteLLM overhead / blendgate overhead "
               "p50 {p50}, p99 {p99}; gateway CPU per request LiteLLM / blendgate {cpu}; "
               "throughput blendgate / LiteLLM {tp:.2f}x".format(
@@ -467,10 +466,6 @@ def main() -> None:
                   p99=_ratio(entry["overhead_p99_litellm_over_blendgate"]),
                   cpu=_ratio(entry["cpu_per_req_litellm_over_blendgate"]),
                   tp=entry["throughput_blendgate_over_litellm"]))
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"bench_gateway-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(record, indent=2))
-    print(f"\nwrote {path}")
 
 
 def _ratio(value: float | None) -> str:

@@ -215,7 +215,7 @@ def pooled_widths(pairrm: PairRM, lengths: Sequence[int], max_batch_pairs: int) 
 def same_rank_count(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> int:
     """How many prompts rank their candidates identically under both sets of matrices."""
     return sum(np.array_equal(ranks_from_scores(scores_from_matrix(x)),
-                              ranks_from_scores(scores_from_matrix(y))) for x, y in zip(a, b))
+                              ranks_from_scores(scores_from_matrix(y))) for x, y in zip(a, b, strict=False))
 
 
 def original_schedule(
@@ -454,7 +454,7 @@ def main() -> None:
             original_seconds, original_cpu, original_result = results.pop("original")
             scale = max(float(np.abs(m).max()) for m in original_result)
             for label, (seconds, cpu_seconds, result) in results.items():
-                diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result))
+                diff = max(float(np.abs(a - b).max()) for a, b in zip(original_result, result, strict=False))
                 same = same_rank_count(original_result, result)
                 summary = {"dtype": dtype_name, "n": n, "variant": label,
                            "speedup": round(original_seconds / seconds, 2),

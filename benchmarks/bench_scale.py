@@ -46,7 +46,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 
-from bench_gateway import cpu_seconds, quantile, start, stop
+from bench_common import quantile
+from bench_gateway import cpu_seconds, start, stop
 
 from tests.pairrm.conftest import build_tiny_checkpoints
 

@@ -1,6 +1,26 @@
-"""blendgate's ensemble library: backends, fan-out, rankers, fusers and the ``Blender`` API."""
+"""blendgate's ensemble library: backends, fan-out, rankers, fusers, the ``BlendEngine`` that
+serves them and the ``Blender`` API.
 
+This module is the library's front door: an application (blendgate's own ``gateway/``
+included) imports names from here, or from one of these public submodules, and from nowhere
+deeper (tests/test_architecture.py holds the gateway to it):
+
+* ``ensemble.config``: the config schema, one model per section, and its loaders;
+* ``ensemble.errors``: every error the library raises;
+* ``ensemble.types``: requests, results, stream events and reports;
+* ``ensemble.concurrency``: the async helpers (shielded close, gather-or-cancel);
+* ``ensemble.experiments``: the A/B runtime and ``blendgate eval``;
+* ``ensemble.ray_serve``: the Ray Serve model deployments (needs the ``ray`` extra).
+"""
+
+# The documented public submodules (see above); anything else is internal.
+PUBLIC_SUBMODULES = ("concurrency", "config", "errors", "experiments", "ray_serve", "types")
+
+from ensemble.backends.factory import with_default_max_tokens
+from ensemble.backends.openai_wire import merge_tool_call_deltas, plain_json
+from ensemble.builder import member_labels
 from ensemble.config import BlendgateConfig, load_config, parse_config
+from ensemble.engine import BlendEngine
 from ensemble.errors import (
     BackendConnectError,
     BackendError,
@@ -23,6 +43,11 @@ from ensemble.errors import (
     RequestError,
     UnknownModelError,
 )
+from ensemble.fanout import QUORUM_CUT
+from ensemble.fusers.base import Fuser
+from ensemble.preflight import check_resources, find_problems
+from ensemble.rankers.base import Ranker
+from ensemble.structured import schema_error
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -40,11 +65,14 @@ from ensemble.types import (
 )
 
 __all__ = [
+    "PUBLIC_SUBMODULES",
+    "QUORUM_CUT",
     "BackendConnectError",
     "BackendError",
     "BackendProtocolError",
     "BackendStatusError",
     "BackendTimeout",
+    "BlendEngine",
     "BlendError",
     "BlendReport",
     "BlendRequest",
@@ -57,6 +85,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "DeadlineExceeded",
+    "Fuser",
     "FuserError",
     "FuserRejected",
     "FuserTimeout",
@@ -67,6 +96,7 @@ __all__ = [
     "MembersTimedOut",
     "NoCandidatesError",
     "OverloadedError",
+    "Ranker",
     "RankerError",
     "Ranking",
     "RequestError",
@@ -75,8 +105,15 @@ __all__ = [
     "TextDelta",
     "UnknownModelError",
     "Usage",
+    "check_resources",
+    "find_problems",
     "load_config",
+    "member_labels",
+    "merge_tool_call_deltas",
     "parse_config",
+    "plain_json",
+    "schema_error",
+    "with_default_max_tokens",
 ]
 
 # Public names whose modules import torch: loaded on first attribute access, so that

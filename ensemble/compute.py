@@ -12,12 +12,20 @@ rows (when the worker has a ``split``; the chunk results are ``join``-ed back), 
 filled round-robin across the waiting jobs, one chunk per job per round. So one request never
 puts more than ``max_batch_size`` rows into a batch, and a small request submitted after a
 huge one waits for at most one batch of it, not for all of it.
+
+Threads: torch's intra-op thread count is one setting for the whole process, yet every local
+model configures its own ``threads``. :data:`TORCH_THREADS` is the one owner of that setting:
+models ask it (``request_torch_threads``) instead of calling ``torch.set_num_threads``, the
+largest request wins (a model configured for 4 threads is not cut to 1 by one loaded after
+it) and a request that cannot be honoured is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ensemble.errors import OverloadedError
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -192,3 +202,44 @@ class BatchWorker(Generic[T, R]):
                 await self._consumer
         if self._own_executor:
             self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class TorchThreads:
+    """The owner of ``torch.set_num_threads``: the largest count requested so far wins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # models load on their own threads
+        self._granted = 0
+        self._by = ""
+
+    @property
+    def granted(self) -> int:
+        """The count set so far (0: nobody has asked yet)."""
+        return self._granted
+
+    def request(self, threads: int, by: str) -> int:
+        """Ask for ``threads`` for model ``by``; returns the count torch now uses."""
+        import torch  # lazily: importing ensemble.compute must stay light
+
+        with self._lock:
+            if threads <= self._granted:
+                if threads < self._granted:
+                    logger.warning("%s asks for %d torch threads; keeping %d (asked by %s): "
+                                   "the count is process-wide", by, threads, self._granted,
+                                   self._by)
+                return self._granted
+            if self._granted:
+                logger.info("torch threads: %d for %s (was %d for %s)", threads, by,
+                            self._granted, self._by)
+            torch.set_num_threads(threads)
+            self._granted, self._by = threads, by
+            return threads
+
+
+# One per process on purpose: it owns a setting that torch itself keeps process-wide.
+TORCH_THREADS = TorchThreads()
+
+
+def request_torch_threads(threads: int, by: str) -> int:
+    """``TORCH_THREADS.request``: call it where a model loads, never torch.set_num_threads."""
+    return TORCH_THREADS.request(threads, by)

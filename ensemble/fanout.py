@@ -95,7 +95,7 @@ async def fan_out(
     outcomes = [
         _cut(member, quorum_wait_s or 0.0, loop.time() - started) if task.cancelled()
         else task.result()
-        for member, task in zip(members, tasks)
+        for member, task in zip(members, tasks, strict=False)
     ]
     candidates = tuple(c for o in outcomes for c in o.candidates)
     failures = tuple(o.failure for o in outcomes if o.failure is not None)
@@ -106,7 +106,7 @@ async def fan_out(
             raise DeadlineExceeded(f"deadline of {deadline_s:g}s passed: {message}", failures)
         raise _shortfall(message, outcomes, failures)
     usage = sum((o.usage for o in outcomes), Usage())
-    member_usage = tuple((m.label, o.usage) for m, o in zip(members, outcomes)
+    member_usage = tuple((m.label, o.usage) for m, o in zip(members, outcomes, strict=False)
                          if o.usage != Usage())
     return FanoutResult(candidates, failures, usage, loop.time() - started, member_usage)
 

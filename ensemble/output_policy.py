@@ -99,4 +99,5 @@ def answer_error(text: str, params: SamplingParams) -> str | None:
 
 
 def wants_json(params: SamplingParams) -> bool:
-    return bool(params.response_format) and params.response_format.get("type") != "text"
+    fmt = params.response_format
+    return bool(fmt) and fmt is not None and fmt.get("type") != "text"

@@ -36,14 +36,8 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_fixed
 
 from ensemble.backends.base import Backend
-from ensemble.backends.factory import build_backend, with_default_max_tokens
-from ensemble.config import (
-    BlendgateConfig,
-    FuserConfig,
-    GenFuserConfig,
-    RankerConfig,
-    RayModelDeploymentConfig,
-)
+from ensemble.backends.factory import build_backend
+from ensemble.config import BackendConfig, FuserConfig, GenFuserConfig, RankerConfig
 from ensemble.errors import FuserError, OverloadedError, RankerError
 from ensemble.fusers.base import Fuser
 from ensemble.fusers.factory import FuserBuilder, build_fuser
@@ -60,28 +54,6 @@ REPLICA_RETRIES = 3
 def config_key(cfg: RankerConfig | FuserConfig) -> str:
     """The identity of a component config: one deployment per distinct config."""
     return cfg.model_dump_json()
-
-
-def deployment_options(
-    name: str, cfg: RayModelDeploymentConfig | Any, *, drain_grace_s: float
-) -> dict[str, Any]:
-    """``Deployment.options(...)`` for one deployment config (replicas, resources, scaling);
-    a replica being stopped gets ``drain_grace_s`` (``server.drain_grace_s``) to finish."""
-    options: dict[str, Any] = {
-        "name": name,
-        "max_ongoing_requests": cfg.max_ongoing_requests,
-        "graceful_shutdown_timeout_s": drain_grace_s,
-        "ray_actor_options": {"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
-    }
-    if cfg.autoscaling is not None:
-        options["autoscaling_config"] = {
-            "min_replicas": cfg.autoscaling.min_replicas,
-            "max_replicas": cfg.autoscaling.max_replicas,
-            "target_ongoing_requests": cfg.autoscaling.target_ongoing_requests,
-        }
-    else:
-        options["num_replicas"] = cfg.num_replicas
-    return options
 
 
 # --------------------------------------------------------------------------- deployments
@@ -101,17 +73,16 @@ class BatchStats:
 class RankerModel:
     """One ranker (its config as JSON) behind ``@serve.batch``; see the module docstring."""
 
-    async def __init__(self, ranker_json: str, deployment_json: str) -> None:
+    async def __init__(self, ranker_json: str, max_batch_size: int, batch_wait_ms: float) -> None:
         cfg: RankerConfig = TypeAdapter(RankerConfig).validate_json(ranker_json)
-        deployment = RayModelDeploymentConfig.model_validate_json(deployment_json)
         if "batch_wait_ms" in type(cfg).model_fields:
             # @serve.batch already waited for company: the model's own pool takes the batch
             # as it comes, all at once.
             cfg = cfg.model_copy(update={"batch_wait_ms": 0.0})
         self._ranker = await build_ranker(cfg)
         self._stats = BatchStats(os.getpid())
-        self._rank_batch.set_max_batch_size(deployment.max_batch_size)
-        self._rank_batch.set_batch_wait_timeout_s(deployment.batch_wait_ms / 1000.0)
+        self._rank_batch.set_max_batch_size(max_batch_size)
+        self._rank_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000.0)
 
     def name(self) -> str:
         return self._ranker.name
@@ -173,17 +144,19 @@ class FuseStep:
 class FuserModel:
     """A GenFuser (and its fallback's backend) behind a streaming ``@serve.batch``."""
 
-    async def __init__(self, fuser_json: str, config_json: str, deployment_json: str) -> None:
-        config = BlendgateConfig.model_validate_json(config_json)
+    async def __init__(self, fuser_json: str, backends_json: str, max_batch_size: int,
+                       batch_wait_ms: float) -> None:
+        """``backends_json``: the configs (as built, defaults applied) of the backends the
+        fuser calls, by name: a GenFuser's LLM fallback (see :func:`fuser_backends`)."""
         cfg: FuserConfig = TypeAdapter(FuserConfig).validate_json(fuser_json)
-        deployment = RayModelDeploymentConfig.model_validate_json(deployment_json)
         if isinstance(cfg, GenFuserConfig):
             cfg = cfg.model_copy(update={"batch_wait_ms": 0.0})  # @serve.batch waited
-        self._backends = _fallback_backends(cfg, config)
+        configs = TypeAdapter(dict[str, BackendConfig]).validate_json(backends_json)
+        self._backends = {name: build_backend(name, c) for name, c in configs.items()}
         self._fuser = await build_fuser(cfg, self._backends)
         self._stats = BatchStats(os.getpid())
-        self._fuse_batch.set_max_batch_size(deployment.max_batch_size)
-        self._fuse_batch.set_batch_wait_timeout_s(deployment.batch_wait_ms / 1000.0)
+        self._fuse_batch.set_max_batch_size(max_batch_size)
+        self._fuse_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000.0)
 
     def name(self) -> str:
         return self._fuser.name
@@ -262,14 +235,12 @@ async def _interleave(started: Sequence[FuseStream | BaseException]) -> AsyncIte
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _fallback_backends(cfg: FuserConfig, config: BlendgateConfig) -> dict[str, Backend]:
-    """The backend a GenFuser's LLM fallback needs (only that one is built in the replica)."""
+def fuser_backends(cfg: FuserConfig, backends: Mapping[str, BackendConfig]
+                   ) -> dict[str, BackendConfig]:
+    """The backends a :class:`FuserModel` replica builds for ``cfg``: a GenFuser's LLM
+    fallback's, no other (its members and the rest run elsewhere)."""
     fallback = cfg.fallback if isinstance(cfg, GenFuserConfig) else None
-    if fallback is None:
-        return {}
-    backend_cfg = with_default_max_tokens(config.backends[fallback.backend],
-                                          config.server.default_max_tokens)
-    return {fallback.backend: build_backend(fallback.backend, backend_cfg)}
+    return {} if fallback is None else {fallback.backend: backends[fallback.backend]}
 
 
 # --------------------------------------------------------------------------- clients

@@ -24,8 +24,10 @@ import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ensemble.types import BlendReport, Usage
 from gateway.metrics import STATE_MODEL, STATE_STATUS, GatewayMetrics
 
 logger = logging.getLogger("blendgate.access")
@@ -55,6 +57,15 @@ def _plain(value: str | None) -> str:
     if value is None:
         return "-"
     return value if _PLAIN.fullmatch(value) else json.dumps(value[:128])
+
+
+def observe_answer(request: Request, metrics: GatewayMetrics, model: str, usage: Usage,
+                   report: BlendReport | None) -> None:
+    """Metrics of a finished answer, and its candidate / failure counts for the access log."""
+    metrics.observe_report(model, report)
+    metrics.observe_usage(model, usage)
+    if report is not None:
+        setattr(request.state, STATE_COUNTS, (len(report.candidates), len(report.failures)))
 
 
 class AccessMiddleware:

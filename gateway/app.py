@@ -3,7 +3,8 @@
 Nothing happens at import. The lifespan builds the engine from the parsed config
 (``gateway.loading``; in the background for ``blendgate serve``, so the port opens at once),
 or uses the one passed in, which the caller then owns and closes. Routes reach it through
-``app.state.loading``, which answers 503 while the models load.
+the app's ``GatewayState`` (``gateway.state``), whose ``loading`` answers 503 while the
+models load.
 
 Every error leaves in OpenAI's shape ``{"error": {message, type, param, code}}``:
 ``APIError`` as is, ``BlendError`` through ``gateway.errors``' table, routing errors (404/405)
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -24,25 +25,27 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ensemble import BlendEngine, member_labels
 from ensemble.config import BlendgateConfig, EnsembleModelConfig
-from ensemble.engine import BlendEngine, member_labels
 from ensemble.errors import BlendError
-from ensemble.experiments.runtime import ExperimentRuntime
+from ensemble.experiments import ExperimentRuntime
 from gateway import experiments, fusing, ranking, routes, ui
 from gateway.access import AccessMiddleware
 from gateway.auth import APIKeys
 from gateway.completions import CompletionRequest
+from gateway.config import GatewayConfig, as_gateway_config
 from gateway.convert import RequestLimits
-from gateway.deps import Engine
 from gateway.drain import Drain
 from gateway.errors import APIError, from_blend_error, internal_error
 from gateway.experiment_metrics import ExperimentCollector
-from gateway.loading import EngineLoading
+from gateway.loading import Engine, EngineLoading
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import document_bodies
 from gateway.protocol import ChatCompletionRequest
-from gateway.responses import ResponsesRequest
+from gateway.responses import router as responses_router
+from gateway.responses.protocol import ResponsesRequest
 from gateway.settings import package_version, read_api_keys
+from gateway.state import GatewayState
 from gateway.streaming import ClientDisconnected
 
 logger = logging.getLogger(__name__)
@@ -61,15 +64,50 @@ def create_app(
     the Ray Serve ingress builds rankers and fusers as deployment clients).
     ``load_in_background`` (``blendgate serve``) lets the server listen while it runs, with
     ``/health`` at 503 "loading" until it is done; otherwise start-up waits for it and fails
-    with it. ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads."""
+    with it. ``config_path`` is the file ``POST /admin/reload`` (and SIGHUP) re-reads.
+    A library ``BlendgateConfig`` is served with the default ``server:`` and ``ray:``."""
+    config = as_gateway_config(config)
 
     async def start_experiments(ready: Engine) -> None:
-        # judges are models too: they load with the engine, before it is served
-        app.state.experiments = await ExperimentRuntime.start(config, ready)  # type: ignore[arg-type]
+        # judges are models too: they load with the engine, before it is served. ``state``
+        # is bound below, long before the lifespan runs this.
+        state.experiments = await ExperimentRuntime.start(config, ready)  # type: ignore[arg-type]
 
-    loading = (EngineLoading(engine=engine, prepare=start_experiments) if engine is not None
-               else EngineLoading(lambda: (build_engine or BlendEngine.from_config)(config),
-                                  prepare=start_experiments))
+    if engine is not None:
+        loading = EngineLoading(engine=engine, prepare=start_experiments)
+    else:
+        loading = EngineLoading(lambda: (build_engine or BlendEngine.from_config)(config),
+                                prepare=start_experiments)
+    state = _gateway_state(config, config_path, loading)
+    # redirect_slashes=False: a POST to ``/v1/chat/completions/`` is a 404, not a 307 whose
+    # Location is built from the client's Host header.
+    app = FastAPI(title="blendgate", summary="OpenAI-compatible LLM ensemble gateway",
+                  lifespan=_lifespan(state, load_in_background), redirect_slashes=False)
+    state.attach(app)
+    _include_routers(app)
+    _install_error_handlers(app)
+    _install_middleware(app, state)
+    return app
+
+
+def _gateway_state(config: GatewayConfig, config_path: Path | None,
+                   loading: EngineLoading) -> GatewayState:
+    metrics = GatewayMetrics(
+        config.served_model_ids(include_experiments=True), version=package_version(),
+        members={m.id: member_labels(m) for m in config.models
+                 if isinstance(m, EnsembleModelConfig)})
+    state = GatewayState(
+        config=config, config_path=config_path, loading=loading,
+        drain=Drain(config.server.drain_grace_s), limits=RequestLimits.from_config(config),
+        api_keys=APIKeys.of(read_api_keys(config.server)), metrics=metrics)
+    metrics.registry.register(ExperimentCollector(lambda: state.experiments))
+    return state
+
+
+def _lifespan(
+    state: GatewayState, load_in_background: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    loading = state.loading
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -80,29 +118,17 @@ def create_app(
         try:
             yield
         finally:
-            if app.state.experiments is not None:
-                await app.state.experiments.aclose()
+            if state.experiments is not None:
+                await state.experiments.aclose()
             await loading.aclose()
 
-    # redirect_slashes=False: a POST to ``/v1/chat/completions/`` is a 404, not a 307 whose
-    # Location is built from the client's Host header.
-    app = FastAPI(title="blendgate", summary="OpenAI-compatible LLM ensemble gateway",
-                  lifespan=lifespan, redirect_slashes=False)
-    app.state.config = config
-    app.state.loading = loading
-    app.state.drain = Drain(config.server.drain_grace_s)  # DrainingServer starts it (SIGTERM)
-    app.state.limits = RequestLimits.from_config(config)
-    app.state.api_keys = APIKeys.of(read_api_keys(config.server))
-    app.state.config_path = config_path
-    app.state.experiments = None  # an ExperimentRuntime once the lifespan has started
-    app.state.metrics = GatewayMetrics(
-        config.served_model_ids(include_experiments=True), version=package_version(),
-        members={m.id: member_labels(m) for m in config.models
-                 if isinstance(m, EnsembleModelConfig)})
-    app.state.metrics.registry.register(ExperimentCollector(lambda: app.state.experiments))
+    return lifespan
 
+
+def _include_routers(app: FastAPI) -> None:
     app.include_router(routes.public)
     app.include_router(routes.api)
+    app.include_router(responses_router.router)  # POST /v1/responses
     app.include_router(ranking.router)  # PairRM as a service: POST /v1/rank, /v1/compare
     app.include_router(fusing.router)  # a fuser as a service: POST /v1/fuse (streamed)
     app.include_router(experiments.router)  # /v1/feedback, /v1/experiments, /admin/reload
@@ -118,15 +144,16 @@ def create_app(
         "/v1/feedback": experiments.FeedbackRequest,
     })
 
-    _install_error_handlers(app)
+
+def _install_middleware(app: FastAPI, state: GatewayState) -> None:
     app.add_middleware(InternalErrorMiddleware)
-    app.add_middleware(AccessMiddleware, metrics=app.state.metrics,
-                       enabled=config.server.access_log)
-    if config.server.cors_origins:  # outermost, so preflights and errors get the headers
-        app.add_middleware(CORSMiddleware, allow_origins=config.server.cors_origins,
+    app.add_middleware(AccessMiddleware, metrics=state.metrics,
+                       enabled=state.config.server.access_log)
+    cors_origins = state.config.server.cors_origins
+    if cors_origins:  # outermost, so preflights and errors get the headers
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins,
                            allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
-    return app
 
 
 # --------------------------------------------------------------------------- errors

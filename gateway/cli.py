@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -22,29 +23,45 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, EnsembleModelConfig, load_config
+from ensemble import check_resources, find_problems
+from ensemble.config import EnsembleModelConfig
 from ensemble.errors import ConfigError
-from ensemble.preflight import check_resources, find_problems
 from gateway.app import create_app
+from gateway.config import GatewayConfig, load_config
 from gateway.drain import DRAIN_MARGIN_S, DrainingServer
 from gateway.errors import APIError
 from gateway.experiments import reload_experiments
-from gateway.loading import EngineLoading
 from gateway.settings import GatewaySettings, default_config_path, load_settings, package_version
+from gateway.state import state_of
 
 EXIT_CONFIG = 2
 logger = logging.getLogger("blendgate")
+
+
+CONFIG_HELP = ("YAML config (default: the offline default shipped in the package, "
+               "gateway/configs/default.yaml; env BLENDGATE_CONFIG)")
 
 
 def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blendgate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"blendgate {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    config_help = ("YAML config (default: the offline default shipped in the package, "
-                   "gateway/configs/default.yaml; env BLENDGATE_CONFIG)")
     serve = commands.add_parser("serve", help="serve the OpenAI-compatible API")
-    serve.add_argument("--config", type=Path, default=settings.config, help=config_help)
+    check = commands.add_parser(
+        "check-config", help="validate a config and find what it names (as serve does, "
+                             "without loading weights); list served models")
+    evaluate = commands.add_parser(
+        "eval", help="offline A/B run over a prompt set, or a judge's agreement with humans",
+        description="A/B mode: --prompts SET --models M --baseline B. Agreement mode: "
+                    "--agreement hhh,autoj,mt_bench_human --judge RANKER.")
+    _serve_arguments(serve, settings)
+    _check_config_arguments(check, settings)
+    _eval_arguments(evaluate, settings)
+    return parser
+
+
+def _serve_arguments(serve: argparse.ArgumentParser, settings: GatewaySettings) -> None:
+    serve.add_argument("--config", type=Path, default=settings.config, help=CONFIG_HELP)
     serve.add_argument("--host", default=settings.host, help=f"default {settings.host}")
     serve.add_argument("--port", type=int, default=settings.port, help=f"default {settings.port}")
     serve.add_argument("--log-level", default=settings.log_level,
@@ -57,20 +74,17 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
                        help="with --engine ray: the Ray cluster to join (default: start a "
                             "local Ray, or RAY_ADDRESS)")
 
-    check = commands.add_parser(
-        "check-config", help="validate a config and find what it names (as serve does, "
-                             "without loading weights); list served models")
-    check.add_argument("config", type=Path, nargs="?", default=settings.config, help=config_help)
+
+def _check_config_arguments(check: argparse.ArgumentParser, settings: GatewaySettings) -> None:
+    check.add_argument("config", type=Path, nargs="?", default=settings.config, help=CONFIG_HELP)
     check.add_argument("--schema-only", action="store_true",
                        help="validate the YAML only: skip model files, packages, checkpoints "
                             "and env vars (for a config meant for another host)")
 
-    evaluate = commands.add_parser(
-        "eval", help="offline A/B run over a prompt set, or a judge's agreement with humans",
-        description="A/B mode: --prompts SET --models M --baseline B. Agreement mode: "
-                    "--agreement hhh,autoj,mt_bench_human --judge RANKER.")
+
+def _eval_arguments(evaluate: argparse.ArgumentParser, settings: GatewaySettings) -> None:
     evaluate.add_argument("--config", type=Path, default=settings.config,
-                          help=config_help)
+                          help=CONFIG_HELP)
     evaluate.add_argument("--prompts", help="a JSONL file, or alpaca_eval / mt_bench / "
                           "vicuna_bench (read from --data-dir)")
     evaluate.add_argument("--agreement", type=_names, default=[],
@@ -99,7 +113,6 @@ def build_parser(settings: GatewaySettings) -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, default=Path("eval-out"),
                           help="output directory (default eval-out)")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
 
 
 def _names(text: str) -> list[str]:
@@ -141,14 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str,
+async def serve(config: GatewayConfig, *, host: str, port: int, log_level: str,
                 config_path: Path | None = None) -> None:
     """Listen at once; the models load in the background (``gateway.loading``). A load that
     fails stops the server and is raised here, so a ``ConfigError`` still exits with 2."""
     app = create_app(config, config_path=config_path, load_in_background=True)
+    state = state_of(app)
     server = DrainingServer(server_config(app, config, host=host, port=port,
-                                          log_level=log_level), app.state.drain)
-    loading: EngineLoading = app.state.loading
+                                          log_level=log_level), state.drain)
+    loading = state.loading
     loading.on_failure = lambda exc: setattr(server, "should_exit", True)
     _reload_on_sighup(app)
     await server.serve()
@@ -157,16 +171,18 @@ async def serve(config: BlendgateConfig, *, host: str, port: int, log_level: str
 
 
 def server_config(
-    app: FastAPI, config: BlendgateConfig, *, host: str, port: int, log_level: str
+    app: FastAPI, config: GatewayConfig, *, host: str, port: int, log_level: str
 ) -> uvicorn.Config:
     """uvicorn's settings: SIGTERM drains requests in flight for ``server.drain_grace_s``
     (``gateway.drain`` then ends them; uvicorn cancels what is left ``DRAIN_MARGIN_S`` later)."""
+    # uvicorn takes whole seconds; rounding up keeps its backstop after the drain's cut
+    backstop_s = math.ceil(config.server.drain_grace_s + DRAIN_MARGIN_S)
     return uvicorn.Config(app, host=host, port=port, log_level=log_level,
-                          timeout_graceful_shutdown=config.server.drain_grace_s + DRAIN_MARGIN_S,
+                          timeout_graceful_shutdown=backstop_s,
                           access_log=False)  # gateway.access logs each request instead
 
 
-def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | None) -> None:
+def serve_ray(config: GatewayConfig, *, host: str, port: int, address: str | None) -> None:
     """``serve --engine ray``: the same config as a Ray Serve application (gateway/ray_app.py)."""
     try:
         from gateway.ray_app import serve_on_ray
@@ -178,12 +194,13 @@ def serve_ray(config: BlendgateConfig, *, host: str, port: int, address: str | N
 
 def _reload_on_sighup(app: FastAPI) -> None:
     """SIGHUP re-reads the config's ``experiments:``, like ``POST /admin/reload``."""
+    state = state_of(app)
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
     async def reload() -> None:
         try:
-            await reload_experiments(app)
+            await reload_experiments(state)
         except APIError as exc:
             logging.getLogger(__name__).error("SIGHUP: %s", exc)
 
@@ -196,8 +213,9 @@ def _reload_on_sighup(app: FastAPI) -> None:
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
 
 
-def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
-    from ensemble.experiments.evaluation.command import EvalOptions, run, summary_lines
+def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
+    from ensemble.experiments import EvalOptions, summary_lines
+    from ensemble.experiments import run_eval as run
 
     if bool(args.prompts) == bool(args.agreement):
         raise ConfigError("blendgate eval: give --prompts (A/B run) or --agreement (judge "
@@ -221,7 +239,7 @@ def run_eval(args: argparse.Namespace, config: BlendgateConfig) -> int:
     return 0
 
 
-def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> int:
+def check_config(config: GatewayConfig, path: Path, *, schema_only: bool) -> int:
     """check-config: every finding on stderr (errors and warnings), the served models on
     stdout when nothing is fatal."""
     findings = [] if schema_only else find_problems(config)
@@ -234,7 +252,7 @@ def check_config(config: BlendgateConfig, path: Path, *, schema_only: bool) -> i
     return 0
 
 
-def describe(config: BlendgateConfig) -> str:
+def describe(config: GatewayConfig) -> str:
     """One line per served model: id, kind and members."""
     lines = ["config OK; serving:"]
     ensembles = {m.id: m for m in config.models if isinstance(m, EnsembleModelConfig)}

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ensemble.concurrency import aclose_shielded
 from ensemble.errors import InvalidParamsError
 from ensemble.types import BlendResult, StreamEnd, TextDelta
 from gateway.convert import to_usage
@@ -116,6 +117,4 @@ async def to_completion_chunks(
                 yield chunk([CompletionChoice(index=event.index, text=event.text,
                                               finish_reason=event.finish_reason)])
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_shielded(events)

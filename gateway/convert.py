@@ -8,15 +8,13 @@ client can get wrong raises ``InvalidParamsError`` with the offending ``param``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ensemble.backends.openai_wire import plain_json
-from ensemble.cancellation import aclose_shielded
-from ensemble.config import BlendgateConfig, EnsembleModelConfig
+from ensemble import plain_json, schema_error
+from ensemble.config import EnsembleModelConfig
 from ensemble.errors import InvalidParamsError
-from ensemble.structured import schema_error
 from ensemble.types import (
     BlendReport,
     BlendRequest,
@@ -24,10 +22,9 @@ from ensemble.types import (
     ChatMessage,
     SamplingParams,
     ServedModel,
-    StreamEnd,
-    TextDelta,
     Usage,
 )
+from gateway.config import GatewayConfig
 from gateway.protocol import (
     BlendCandidate,
     BlendExperiment,
@@ -36,13 +33,10 @@ from gateway.protocol import (
     BlendTimings,
     BlendUsage,
     ChatCompletionChoice,
-    ChatCompletionChunk,
-    ChatCompletionChunkChoice,
     ChatCompletionMessage,
     ChatCompletionMessageParam,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ChoiceDelta,
     CompletionUsage,
     ModelCard,
     ModelList,
@@ -68,7 +62,7 @@ class RequestLimits:
     samples: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config: BlendgateConfig) -> RequestLimits:
+    def from_config(cls, config: GatewayConfig) -> RequestLimits:
         samples = {
             m.id: sum(member.samples for member in m.members)
             for m in config.models
@@ -294,68 +288,3 @@ def to_model_list(models: list[ServedModel], created: int) -> ModelList:
             for m in models
         ]
     )
-
-
-@dataclass(frozen=True)
-class ChunkHeader:
-    """What every chunk of one streamed completion repeats."""
-
-    id: str
-    created: int
-    model: str
-
-    def chunk(self, choices: list[ChatCompletionChunkChoice], **fields: Any) -> ChatCompletionChunk:
-        return ChatCompletionChunk(
-            id=self.id, created=self.created, model=self.model, choices=choices, **fields
-        )
-
-    def delta(
-        self, index: int, delta: ChoiceDelta, finish: str | None = None,
-        logprobs: Mapping[str, Any] | None = None,
-    ) -> ChatCompletionChunk:
-        choice = ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish,
-                                           logprobs=plain_json(logprobs) if logprobs else None)
-        return self.chunk([choice])
-
-
-async def to_chunks(
-    events: AsyncIterator[TextDelta | StreamEnd],
-    header: ChunkHeader,
-    *,
-    include_usage: bool,
-    include_report: bool,
-    on_end: Callable[[StreamEnd], None],
-    experiment: BlendExperiment | None = None,
-) -> AsyncGenerator[ChatCompletionChunk, None]:
-    """Engine events -> ``chat.completion.chunk`` models, OpenAI's way.
-
-    Each choice opens with a role chunk and closes with an empty delta carrying
-    ``finish_reason``. After all choices, one chunk with no choices carries the usage (when
-    ``include_usage``) and the ``blend`` report (when asked for, or when an experiment arm
-    served). Closing this iterator closes
-    ``events``, so the engine stops generating.
-    """
-    opened: set[int] = set()
-    try:
-        async for event in events:
-            if isinstance(event, StreamEnd):
-                on_end(event)
-                blend = with_experiment(
-                    to_blend_info(event.report) if include_report and event.report else None,
-                    experiment)
-                if include_usage or blend is not None:
-                    usage = to_usage(event.usage) if include_usage else None
-                    yield header.chunk([], usage=usage, blend=blend)
-                return
-            if event.index not in opened:
-                opened.add(event.index)
-                yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))
-            if not event.empty:
-                delta = ChoiceDelta(
-                    content=event.text or None, refusal=event.refusal,
-                    tool_calls=[plain_json(t) for t in event.tool_calls] or None)
-                yield header.delta(event.index, delta, logprobs=event.logprobs)
-            if event.finish_reason is not None:
-                yield header.delta(event.index, ChoiceDelta(), event.finish_reason)
-    finally:
-        await aclose_shielded(events)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ensemble.experiments.runtime import ExperimentRuntime
+from ensemble.experiments import ExperimentRuntime
 
 
 class ExperimentCollector(Collector):

@@ -11,16 +11,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ensemble.config import load_config
+from ensemble.concurrency import aclose_shielded
 from ensemble.errors import ConfigError
-from ensemble.experiments.runtime import (
+from ensemble.experiments import (
     Assignment,
     ExperimentRuntime,
     Served,
@@ -29,10 +29,11 @@ from ensemble.experiments.runtime import (
     UnknownCompletionError,
 )
 from ensemble.types import BlendReport, BlendRequest, StreamEnd, TextDelta, Usage
-from gateway.auth import require_api_key
-from gateway.deps import read_body
+from gateway.config import load_config
+from gateway.deps import StateDep, read_body, require_api_key
 from gateway.errors import APIError, from_validation_error
 from gateway.protocol import BlendExperiment
+from gateway.state import GatewayState
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,15 @@ class FeedbackRequest(BaseModel):
 # --------------------------------------------------------------------------- dependencies
 
 
-async def get_runtime(request: Request) -> ExperimentRuntime:
-    request.app.state.loading.engine()  # 503 while the models (and judges) load
-    runtime: ExperimentRuntime = request.app.state.experiments
-    return runtime
+async def get_runtime(gateway: StateDep) -> ExperimentRuntime:
+    return _started_runtime(gateway)
+
+
+def _started_runtime(gateway: GatewayState) -> ExperimentRuntime:
+    gateway.loading.engine()  # 503 while the models (and judges) load
+    # the lifespan starts the runtime before the engine is served
+    assert gateway.experiments is not None
+    return gateway.experiments
 
 
 RuntimeDep = Annotated[ExperimentRuntime, Depends(get_runtime)]
@@ -109,8 +115,9 @@ async def feedback(request: Request, runtime: RuntimeDep) -> Response:
 async def list_experiments(runtime: RuntimeDep) -> Response:
     try:
         data = [_stats_json(await runtime.experiment_stats(e)) for e in runtime.experiments()]
-        models = [{"model": m, "feedback_votes": votes, "feedback_mean_score": mean}
-                  for m, votes, mean in await runtime.model_feedback()] if runtime.store else []
+        models = [{"model": row.key, "feedback_votes": row.votes,
+                   "feedback_mean_score": row.mean_score}
+                  for row in await runtime.model_feedback()] if runtime.store else []
     except (StoreDisabledError, StoreUnavailable) as exc:
         raise _store_error(exc) from None
     return JSONResponse({"object": "list", "data": data, "models": models,
@@ -131,15 +138,15 @@ async def get_experiment(experiment_id: str, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/admin/reload")
-async def reload(request: Request, runtime: RuntimeDep) -> Response:
+async def reload(runtime: RuntimeDep, gateway: StateDep) -> Response:
     """Re-read the config file and apply its ``experiments:`` (weights, shadow, judge)."""
-    return JSONResponse(await reload_experiments(request.app))
+    return JSONResponse(await reload_experiments(gateway))
 
 
-async def reload_experiments(app: Any) -> dict[str, Any]:
+async def reload_experiments(gateway: GatewayState) -> dict[str, Any]:
     """Shared by ``POST /admin/reload`` and SIGHUP. Only ``experiments:`` is applied; other
     changes need a restart and are reported as such."""
-    path: Path | None = app.state.config_path
+    path = gateway.config_path
     if path is None:
         raise APIError(409, "This gateway was not started from a config file; nothing to reload.",
                        code="no_config_file")
@@ -147,16 +154,15 @@ async def reload_experiments(app: Any) -> dict[str, Any]:
         new = load_config(path)
     except ConfigError as exc:
         raise APIError(400, f"config not reloaded: {exc}", code="invalid_config") from None
-    old = app.state.config
-    app.state.loading.engine()  # 503 while the models (and judges) load
-    runtime: ExperimentRuntime = app.state.experiments
+    old = gateway.config
+    runtime = _started_runtime(gateway)
     experiment_ids = {e.id for e in old.experiments}
     if {e.id for e in new.experiments} != experiment_ids:
         raise APIError(409, "config not reloaded: adding or removing experiments needs a "
                        "restart; reload changes their weights, shadow and judge.",
                        code="restart_required")
     await runtime.reload(new.experiments)
-    app.state.config = old.model_copy(update={"experiments": new.experiments})
+    gateway.config = old.model_copy(update={"experiments": new.experiments})
     rest_changed = (new.model_copy(update={"experiments": []})
                     != old.model_copy(update={"experiments": []}))
     logger.info("reloaded experiments from %s", path)
@@ -172,6 +178,17 @@ def experiment_info(assignment: Assignment | None) -> BlendExperiment | None:
         return None
     return BlendExperiment(id=assignment.experiment.id, arm=assignment.arm,
                            model=assignment.model)
+
+
+def sticky_key(runtime: ExperimentRuntime, model_id: str, user: str | None,
+               headers: Mapping[str, str]) -> str | None:
+    """Who a request to an experiment is for: its ``user`` field, else the experiment's
+    ``sticky_header``; None (a random arm) without either, or when ``model_id`` is no
+    experiment."""
+    experiment = runtime.experiment(model_id)
+    if experiment is None:
+        return None
+    return user or headers.get(experiment.sticky_header.lower()) or None
 
 
 def arm_headers(assignment: Assignment | None) -> dict[str, str]:
@@ -201,9 +218,7 @@ class StreamRecorder:
                     self._record(event.usage, event.report)
                 yield event
         finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_shielded(events)
 
     def _record(self, usage: Usage, report: BlendReport | None) -> None:
         self._runtime.record(Served(

@@ -29,11 +29,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from ensemble.errors import InvalidParamsError
-from ensemble.fusers.base import Fuser
+from ensemble import Fuser
+from ensemble.concurrency import aclose_shielded
 from ensemble.types import SamplingParams, TextDelta
-from gateway.auth import require_api_key
-from gateway.deps import parse_body
+from gateway.deps import EngineDep, body_with_candidates, require_api_key, top_level_candidates
 from gateway.errors import APIError
 from gateway.metrics import STATE_STATUS
 from gateway.ranking import PromptRequest, chat_messages
@@ -77,19 +76,8 @@ class FuseChunk(BaseModel):
     usage: FuseUsage | None = None
 
 
-async def _fuse_body(request: Request) -> FuseRequest:
-    body = await parse_body(request, FuseRequest)
-    assert isinstance(body, FuseRequest)
-    limit = request.app.state.config.server.max_candidates
-    if len(body.candidates) > limit:
-        raise InvalidParamsError(
-            f"At most {limit} candidates can be fused per request; got {len(body.candidates)}.",
-            param="candidates")
-    return body
-
-
-def _service_fuser(request: Request) -> Fuser:
-    get = getattr(request.app.state.loading.engine(), "service_fuser", None)
+async def _service_fuser(engine: EngineDep) -> Fuser:
+    get = getattr(engine, "service_fuser", None)
     fuser: Fuser | None = get() if get is not None else None
     if fuser is None:
         raise APIError(501, "No fuser is configured on this server (set fuse_service).",
@@ -97,7 +85,8 @@ def _service_fuser(request: Request) -> Fuser:
     return fuser
 
 
-FuseBody = Annotated[FuseRequest, Depends(_fuse_body)]
+FuseBody = Annotated[FuseRequest, Depends(
+    body_with_candidates(FuseRequest, "fused", top_level_candidates))]
 ServiceFuser = Annotated[Fuser, Depends(_service_fuser)]
 
 
@@ -119,6 +108,4 @@ async def _chunks(deltas: AsyncIterator[TextDelta]) -> AsyncGenerator[BaseModel,
                 usage=FuseUsage(prompt_tokens=usage.prompt_tokens,
                                 completion_tokens=usage.completion_tokens) if usage else None)
     finally:
-        close = getattr(deltas, "aclose", None)
-        if close is not None:
-            await close()
+        await aclose_shielded(deltas)

@@ -13,16 +13,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Literal, Protocol
 
-from gateway.deps import Engine
+from ensemble import Ranker
+from ensemble.types import BlendRequest, BlendResult, ServedModel, StreamEnd, TextDelta
 from gateway.errors import SERVER_ERROR, APIError
 
 logger = logging.getLogger(__name__)
 
 LoadState = Literal["loading", "ok", "failed"]
 RETRY_AFTER_S = 5  # what a client is told to wait while models load
+
+
+class Engine(Protocol):
+    """What the gateway needs of ``ensemble.engine.BlendEngine`` (tests pass doubles)."""
+
+    def models(self) -> list[ServedModel]: ...
+
+    async def complete(self, request: BlendRequest) -> BlendResult: ...
+
+    def stream(self, request: BlendRequest) -> AsyncIterator[TextDelta | StreamEnd]: ...
+
+    def service_ranker(self) -> Ranker | None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class EngineLoading:

@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import Metric
 
+from ensemble import QUORUM_CUT
 from ensemble.errors import (
     BackendConnectError,
     BackendProtocolError,
@@ -39,7 +40,6 @@ from ensemble.errors import (
     BackendTimeout,
     OverloadedError,
 )
-from ensemble.fanout import QUORUM_CUT
 from ensemble.types import BlendReport, Usage
 
 # Seconds: from a cached pass-through reply to a slow CPU ensemble.

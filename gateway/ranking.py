@@ -36,14 +36,19 @@ import asyncio
 import math
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, Field, model_validator
 
+from ensemble import Ranker
 from ensemble.errors import InvalidParamsError
-from ensemble.rankers.base import Ranker
 from ensemble.types import ChatMessage
-from gateway.auth import require_api_key
-from gateway.deps import parse_body
+from gateway.deps import (
+    EngineDep,
+    body_of,
+    body_with_candidates,
+    require_api_key,
+    top_level_candidates,
+)
 from gateway.errors import APIError
 from gateway.protocol import ChatCompletionMessageParam, OpenAIBaseModel
 
@@ -99,25 +104,8 @@ class CompareResponse(BaseModel):
 # --------------------------------------------------------------------------- helpers
 
 
-async def _rank_body(request: Request) -> RankRequest:
-    body = await parse_body(request, RankRequest)
-    assert isinstance(body, RankRequest)
-    limit = request.app.state.config.server.max_candidates
-    if len(body.candidates) > limit:
-        raise InvalidParamsError(
-            f"At most {limit} candidates can be ranked per request; got {len(body.candidates)}.",
-            param="candidates")
-    return body
-
-
-async def _compare_body(request: Request) -> CompareRequest:
-    body = await parse_body(request, CompareRequest)
-    assert isinstance(body, CompareRequest)
-    return body
-
-
-def _service_ranker(request: Request) -> Ranker:
-    ranker: Ranker | None = request.app.state.loading.engine().service_ranker()
+async def _service_ranker(engine: EngineDep) -> Ranker:
+    ranker = engine.service_ranker()
     if ranker is None:
         raise APIError(501, "No ranking model is configured on this server (set rank_service).",
                        type="invalid_request_error", code="ranker_not_configured")
@@ -146,8 +134,9 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
-RankBody = Annotated[RankRequest, Depends(_rank_body)]
-CompareBody = Annotated[CompareRequest, Depends(_compare_body)]
+RankBody = Annotated[RankRequest, Depends(
+    body_with_candidates(RankRequest, "ranked", top_level_candidates))]
+CompareBody = Annotated[CompareRequest, Depends(body_of(CompareRequest))]
 ServiceRanker = Annotated[Ranker, Depends(_service_ranker)]
 
 
@@ -204,18 +193,12 @@ class RankBatchResponse(BaseModel):
     data: list[RankedItem]  # in the order of the request's items
 
 
-async def _rank_batch_body(request: Request) -> RankBatchRequest:
-    body = await parse_body(request, RankBatchRequest)
-    limit = request.app.state.config.server.max_candidates
-    for index, item in enumerate(body.items):
-        if len(item.candidates) > limit:
-            raise InvalidParamsError(
-                f"At most {limit} candidates can be ranked per item; item {index} has "
-                f"{len(item.candidates)}.", param=f"items[{index}].candidates")
-    return body
+def _item_candidates(body: RankBatchRequest) -> list[tuple[str, list[str]]]:
+    return [(f"items[{i}].candidates", item.candidates) for i, item in enumerate(body.items)]
 
 
-RankBatchBody = Annotated[RankBatchRequest, Depends(_rank_batch_body)]
+RankBatchBody = Annotated[RankBatchRequest, Depends(
+    body_with_candidates(RankBatchRequest, "ranked", _item_candidates))]
 
 
 @router.post("/rank/batch", response_model=RankBatchResponse)

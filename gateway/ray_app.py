@@ -28,31 +28,35 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from ensemble import BlendEngine
 from ensemble.config import (
+    BackendConfig,
     BlendgateConfig,
     EnsembleModelConfig,
     FuserConfig,
     RankerConfig,
-    load_config,
 )
-from ensemble.engine import BlendEngine
 from ensemble.ray_serve import (
     MODEL_FUSERS,
     MODEL_RANKERS,
     FuserModel,
     RankerModel,
     config_key,
-    deployment_options,
+    fuser_backends,
     ray_builders,
 )
 from gateway.app import create_app
+from gateway.config import GatewayConfig, load_config
 from gateway.deps import Engine
+from gateway.ray_config import deployment_options
 from gateway.replica_metrics import ReplicaMetricsMiddleware
 from gateway.settings import default_config_path
+from gateway.state import state_of
 
 logger = logging.getLogger(__name__)
 METRICS_TIMEOUT_S = 5.0
@@ -68,7 +72,7 @@ class GatewayIngress:
         rankers: Mapping[str, DeploymentHandle],
         fusers: Mapping[str, DeploymentHandle],
     ) -> None:
-        self._config = BlendgateConfig.model_validate_json(config_json)
+        self._config = GatewayConfig.model_validate_json(config_json)
         self._builders = ray_builders(rankers, fusers)
         context = serve.get_replica_context()
         self._replica = context.replica_id.unique_id
@@ -88,13 +92,13 @@ class GatewayIngress:
 
     def metrics_exposition(self) -> tuple[str, bytes]:
         """This replica's own metrics (the gateway's Prometheus registry)."""
-        return self._replica, self._app.state.metrics.exposition()
+        return self._replica, state_of(self._app).metrics.exposition()
 
     async def _every_replica(self) -> dict[str, bytes]:
         handle = serve.get_deployment_handle(self._deployment, self._app_name)
         results = await handle.broadcast("metrics_exposition").results_async(
             timeout_s=METRICS_TIMEOUT_S, return_exceptions=True)
-        answers = dict(r for r in results if isinstance(r, tuple))
+        answers: dict[str, bytes] = dict(r for r in results if isinstance(r, tuple))
         if len(answers) < len(results):
             logger.warning("/metrics: %d of %d gateway replicas did not answer",
                            len(results) - len(answers), len(results))
@@ -114,24 +118,31 @@ def model_fusers(config: BlendgateConfig) -> list[FuserConfig]:
     return list({config_key(c): c for c in found if c.type in MODEL_FUSERS}.values())
 
 
-def build_application(config: BlendgateConfig) -> Application:
+def build_application(config: GatewayConfig) -> Application:
     """The Serve application for ``config``: ingress bound to its model deployments."""
     ray_cfg, grace = config.ray, config.server.drain_grace_s
+    ranker, fuser = ray_cfg.ranker, ray_cfg.fuser
     rankers = {
         config_key(cfg): serve.deployment(RankerModel).options(
-            **deployment_options(f"ranker-{i}", ray_cfg.ranker, drain_grace_s=grace)
-        ).bind(cfg.model_dump_json(), ray_cfg.ranker.model_dump_json())
+            **deployment_options(f"ranker-{i}", ranker, drain_grace_s=grace)
+        ).bind(cfg.model_dump_json(), ranker.max_batch_size, ranker.batch_wait_ms)
         for i, cfg in enumerate(model_rankers(config))
     }
+    backends = config.backend_configs()  # as built: server.default_max_tokens applied
     fusers = {
         config_key(cfg): serve.deployment(FuserModel).options(
-            **deployment_options(f"fuser-{i}", ray_cfg.fuser, drain_grace_s=grace)
-        ).bind(cfg.model_dump_json(), config.model_dump_json(), ray_cfg.fuser.model_dump_json())
+            **deployment_options(f"fuser-{i}", fuser, drain_grace_s=grace)
+        ).bind(cfg.model_dump_json(), _backends_json(fuser_backends(cfg, backends)),
+               fuser.max_batch_size, fuser.batch_wait_ms)
         for i, cfg in enumerate(model_fusers(config))
     }
     ingress = serve.deployment(GatewayIngress).options(
         **deployment_options("gateway", ray_cfg.gateway, drain_grace_s=grace))
     return ingress.bind(config.model_dump_json(), rankers, fusers)
+
+
+def _backends_json(backends: Mapping[str, BackendConfig]) -> str:
+    return TypeAdapter(dict[str, BackendConfig]).dump_json(dict(backends)).decode()
 
 
 def app_builder(args: dict[str, str]) -> Application:
@@ -140,7 +151,7 @@ def app_builder(args: dict[str, str]) -> Application:
 
 
 def serve_on_ray(
-    config: BlendgateConfig, *, host: str, port: int, address: str | None = None
+    config: GatewayConfig, *, host: str, port: int, address: str | None = None
 ) -> None:
     """Start (or join) Ray, run the application on ``host:port`` and block until Ctrl-C or
     SIGTERM; then shut the application down (replicas drain for ``server.drain_grace_s``)."""

@@ -13,45 +13,40 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ensemble.cancellation import aclose_shielded
+from ensemble.concurrency import aclose_shielded
 from ensemble.errors import UnknownModelError
-from ensemble.experiments.runtime import Served
-from ensemble.types import BlendReport, ServedModel, StreamEnd, TextDelta, Usage
-from gateway import completions, responses
-from gateway.access import STATE_COMPLETION_ID, STATE_COUNTS
-from gateway.auth import require_api_key
-from gateway.convert import (
-    ChunkHeader,
-    to_blend_request,
-    to_chat_completion,
-    to_chunks,
-    to_model_list,
-)
+from ensemble.experiments import Served
+from ensemble.types import ServedModel, StreamEnd, TextDelta
+from gateway import completions
+from gateway.access import STATE_COMPLETION_ID, observe_answer
+from gateway.convert import to_blend_request, to_chat_completion, to_model_list
 from gateway.deps import (
     ChatBody,
     CompletionBody,
     EngineDep,
     LimitsDep,
     MetricsDep,
-    ResponsesBody,
+    StateDep,
+    require_api_key,
 )
-from gateway.experiments import StreamRecorder, arm_headers, experiment_info
-from gateway.loading import EngineLoading
-from gateway.metrics import STATE_MODEL, STATE_STATUS, GatewayMetrics
+from gateway.experiments import StreamRecorder, arm_headers, experiment_info, sticky_key
+from gateway.loading import Engine
+from gateway.metrics import STATE_MODEL, STATE_STATUS
 from gateway.protocol import ChatCompletionResponse, ModelCard, ModelList
-from gateway.streaming import cancel_on_disconnect, open_stream
+from gateway.state import GatewayState
+from gateway.streaming import ChunkHeader, cancel_on_disconnect, open_stream, to_chunks
 
 public = APIRouter()
 api = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 
 @public.get("/health")
-async def health(request: Request) -> Response:
+async def health(gateway: StateDep) -> Response:
     """200 ``{"status": "ok", "models_loaded": N}`` once the models are loaded; 503 with
     ``"loading"`` (and the seconds so far) or ``"failed"`` before, ``"draining"`` after
     SIGTERM. No key is needed, so no model ids are listed (``GET /v1/models`` lists them)."""
-    loading: EngineLoading = request.app.state.loading
-    state = "draining" if request.app.state.drain.draining else loading.state
+    loading = gateway.loading
+    state = "draining" if gateway.drain.draining else loading.state
     body: dict[str, object] = {"status": state}
     if state == "ok":
         body["models_loaded"] = len(loading.engine().models())
@@ -66,28 +61,28 @@ async def metrics(metrics: MetricsDep) -> Response:
 
 
 @api.get("/models", response_model=ModelList)
-async def list_models(request: Request, engine: EngineDep) -> Response:
-    served = engine.models()
-    runtime = request.app.state.experiments
-    if runtime is not None:  # experiment ids are served too (by one of their arms)
-        served += [ServedModel(e.id, "experiment", tuple(a.model for a in e.arms))
-                   for e in runtime.experiments()]
-    models = to_model_list(served, created=int(time.time()))
+async def list_models(engine: EngineDep, gateway: StateDep) -> Response:
+    models = to_model_list(_served_models(engine, gateway), created=int(time.time()))
     return Response(models.model_dump_json(), media_type="application/json")
 
 
 @api.get("/models/{model_id:path}", response_model=ModelCard)
-async def retrieve_model(request: Request, model_id: str, engine: EngineDep) -> Response:
+async def retrieve_model(model_id: str, engine: EngineDep, gateway: StateDep) -> Response:
     """One served model (ids may contain "/", as in ``org/model``); 404 if not served."""
-    served = engine.models()
-    runtime = request.app.state.experiments
-    if runtime is not None:
-        served += [ServedModel(e.id, "experiment", tuple(a.model for a in e.arms))
-                   for e in runtime.experiments()]
+    served = _served_models(engine, gateway)
     cards = to_model_list([m for m in served if m.id == model_id], created=int(time.time()))
     if not cards.data:
         raise UnknownModelError(model_id)
     return Response(cards.data[0].model_dump_json(), media_type="application/json")
+
+
+def _served_models(engine: Engine, gateway: GatewayState) -> list[ServedModel]:
+    """The engine's models, and the experiment ids (each served by one of its arms)."""
+    served = engine.models()
+    if gateway.experiments is not None:
+        served += [ServedModel(e.id, "experiment", tuple(a.model for a in e.arms))
+                   for e in gateway.experiments.experiments()]
+    return served
 
 
 @api.post("/completions", response_model=completions.Completion)
@@ -102,7 +97,7 @@ async def legacy_completions(
     setattr(request.state, STATE_COMPLETION_ID, completion_id)
     if not body.stream:
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        _observe_answer(request, metrics, result.model, result.usage, result.report)
+        observe_answer(request, metrics, result.model, result.usage, result.report)
         response = completions.to_completion(result, completion_id=completion_id,
                                              created=created)
         return Response(response.model_dump_json(), media_type="application/json")
@@ -110,40 +105,22 @@ async def legacy_completions(
         engine.stream(blend_request), completion_id=completion_id, created=created,
         model=body.model,
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
-        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report))
+        on_end=lambda end: observe_answer(request, metrics, body.model, end.usage, end.report))
     return await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
 
 
-@api.post("/responses", response_model=responses.ResponseObject)
-async def create_response(
-    request: Request, body: ResponsesBody, engine: EngineDep, limits: LimitsDep,
-    metrics: MetricsDep,
-) -> Response:
-    """The Responses API's text and function-tool subset (see ``gateway.responses``)."""
-    setattr(request.state, STATE_MODEL, body.model)
-    blend_request = to_blend_request(responses.to_chat_request(body), limits)
-    frame = responses.ResponseFrame(body, body.model)
-    if not body.stream:
-        result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        _observe_answer(request, metrics, result.model, result.usage, result.report)
-        response = responses.to_response(frame, result)
-        return Response(response.model_dump_json(), media_type="application/json")
-    events = responses.to_events(
-        engine.stream(blend_request), frame,
-        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report))
-    return await open_stream(
-        request, events, lambda status: setattr(request.state, STATE_STATUS, status))
-
-
 @api.post("/chat/completions", response_model=ChatCompletionResponse)
 async def chat_completions(
-    request: Request, body: ChatBody, engine: EngineDep, limits: LimitsDep, metrics: MetricsDep
+    request: Request, body: ChatBody, engine: EngineDep, limits: LimitsDep, metrics: MetricsDep,
+    gateway: StateDep,
 ) -> Response:
     setattr(request.state, STATE_MODEL, body.model)
-    runtime = request.app.state.experiments
+    runtime = gateway.experiments
     # A request to an experiment id is served by the arm its user is assigned to.
-    assignment = runtime.assign(body.model, body.user, request.headers) if runtime else None
+    assignment = (runtime.assign(body.model, sticky_key(runtime, body.model, body.user,
+                                                         request.headers))
+                  if runtime else None)
     if assignment is not None:
         body = body.model_copy(update={"model": assignment.model})
     blend_request = to_blend_request(body, limits)
@@ -153,7 +130,7 @@ async def chat_completions(
     if not body.stream:
         started = time.perf_counter()
         result = await cancel_on_disconnect(request, engine.complete(blend_request))
-        _observe_answer(request, metrics, result.model, result.usage, result.report)
+        observe_answer(request, metrics, result.model, result.usage, result.report)
         response = to_chat_completion(
             result, completion_id=completion_id, created=created,
             include_report=blend_request.return_candidates,
@@ -177,22 +154,13 @@ async def chat_completions(
         ChunkHeader(completion_id, created, body.model),
         include_usage=bool(body.stream_options and body.stream_options.include_usage),
         include_report=blend_request.return_candidates,
-        on_end=lambda end: _observe_answer(request, metrics, body.model, end.usage, end.report),
+        on_end=lambda end: observe_answer(request, metrics, body.model, end.usage, end.report),
         experiment=experiment_info(assignment),
     )
     stream = await open_stream(
         request, chunks, lambda status: setattr(request.state, STATE_STATUS, status))
     stream.headers.update(headers)
     return stream
-
-
-def _observe_answer(request: Request, metrics: GatewayMetrics, model: str, usage: Usage,
-                    report: BlendReport | None) -> None:
-    """Metrics of a finished answer, and its candidate / failure counts for the access log."""
-    metrics.observe_report(model, report)
-    metrics.observe_usage(model, usage)
-    if report is not None:
-        setattr(request.state, STATE_COUNTS, (len(report.candidates), len(report.failures)))
 
 
 async def _on_first_token(

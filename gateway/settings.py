@@ -21,9 +21,9 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ensemble.config import ServerConfig
-from ensemble.config_errors import readable_errors
+from ensemble.config import readable_errors
 from ensemble.errors import ConfigError
+from gateway.config import ServerConfig
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 ENV_PREFIX = "BLENDGATE_"

@@ -1,4 +1,7 @@
-"""Server-sent events for streamed chat completions, and cancelling work the client left.
+"""Server-sent events for streamed completions, and cancelling work the client left.
+
+``to_chunks`` turns engine events into ``chat.completion.chunk`` models; ``open_stream``
+sends any chunk iterator (chat, legacy completions, Responses events, ``/v1/fuse``) as SSE.
 
 Stream discipline (as OpenAI and vLLM do it): each chunk is one ``data:`` line; an exception
 inside the stream becomes ONE error event ``data: {"error": {...}}``; ``data: [DONE]`` is
@@ -21,16 +24,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 
-from ensemble.cancellation import aclose_shielded, cancel_and_wait
+from ensemble import plain_json
+from ensemble.concurrency import aclose_shielded, cancel_and_wait
+from ensemble.types import StreamEnd, TextDelta
+from gateway.convert import to_blend_info, to_usage, with_experiment
 from gateway.drain import DRAIN_MARGIN_S, Drain, request_cut
 from gateway.errors import to_api_error
+from gateway.protocol import (
+    BlendExperiment,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChoiceDelta,
+)
+from gateway.state import gateway_state
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +56,77 @@ EARLY_ERROR_WAIT_S = 1.0
 
 class ClientDisconnected(Exception):
     """The client hung up before the answer was ready; the work was cancelled."""
+
+
+# --------------------------------------------------------------------------- chat chunks
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    """What every chunk of one streamed completion repeats."""
+
+    id: str
+    created: int
+    model: str
+
+    def chunk(self, choices: list[ChatCompletionChunkChoice], **fields: Any) -> ChatCompletionChunk:
+        return ChatCompletionChunk(
+            id=self.id, created=self.created, model=self.model, choices=choices, **fields
+        )
+
+    def delta(
+        self, index: int, delta: ChoiceDelta, finish: str | None = None,
+        logprobs: Mapping[str, Any] | None = None,
+    ) -> ChatCompletionChunk:
+        choice = ChatCompletionChunkChoice(index=index, delta=delta, finish_reason=finish,
+                                           logprobs=plain_json(logprobs) if logprobs else None)
+        return self.chunk([choice])
+
+
+async def to_chunks(
+    events: AsyncIterator[TextDelta | StreamEnd],
+    header: ChunkHeader,
+    *,
+    include_usage: bool,
+    include_report: bool,
+    on_end: Callable[[StreamEnd], None],
+    experiment: BlendExperiment | None = None,
+) -> AsyncGenerator[ChatCompletionChunk, None]:
+    """Engine events -> ``chat.completion.chunk`` models, OpenAI's way.
+
+    Each choice opens with a role chunk and closes with an empty delta carrying
+    ``finish_reason``. After all choices, one chunk with no choices carries the usage (when
+    ``include_usage``) and the ``blend`` report (when asked for, or when an experiment arm
+    served). Closing this iterator closes
+    ``events``, so the engine stops generating.
+    """
+    opened: set[int] = set()
+    try:
+        async for event in events:
+            if isinstance(event, StreamEnd):
+                on_end(event)
+                blend = with_experiment(
+                    to_blend_info(event.report) if include_report and event.report else None,
+                    experiment)
+                if include_usage or blend is not None:
+                    usage = to_usage(event.usage) if include_usage else None
+                    yield header.chunk([], usage=usage, blend=blend)
+                return
+            if event.index not in opened:
+                opened.add(event.index)
+                yield header.delta(event.index, ChoiceDelta(role="assistant", content=""))
+            if not event.empty:
+                delta = ChoiceDelta(
+                    content=event.text or None, refusal=event.refusal,
+                    tool_calls=[plain_json(t) for t in event.tool_calls] or None)
+                yield header.delta(event.index, delta, logprobs=event.logprobs)
+            if event.finish_reason is not None:
+                yield header.delta(event.index, ChoiceDelta(), event.finish_reason)
+    finally:
+        await aclose_shielded(events)
+
+
+# --------------------------------------------------------------------------- SSE
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -102,8 +187,8 @@ async def open_stream(
 
 
 def _drain(request: Request) -> Drain | None:
-    drain: Drain | None = getattr(request.app.state, "drain", None)
-    return drain
+    state = gateway_state(request.app)  # None: an app create_app did not build (no drain)
+    return state.drain if state is not None else None
 
 
 async def _next_or_none(items: AsyncIterator[T]) -> T | None:

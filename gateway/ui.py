@@ -15,8 +15,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from gateway.auth import KEY_COOKIE, APIKeys, presented_key
+from gateway.auth import KEY_COOKIE, presented_key
 from gateway.deps import read_body
+from gateway.state import state_of
 
 router = APIRouter()
 
@@ -32,7 +33,7 @@ def _asset(name: str) -> str:
 
 
 def _authorised(request: Request) -> bool:
-    keys: APIKeys = request.app.state.api_keys
+    keys = state_of(request.app).api_keys
     if not keys.keys:
         return True
     key = presented_key(request)
@@ -63,7 +64,7 @@ async def login(request: Request) -> Response:
     body = await read_body(request, 8192, media_type="application/x-www-form-urlencoded")
     form = parse_qs(body.decode("utf-8", "replace"))
     key = (form.get("key") or [""])[0].strip()
-    keys: APIKeys = request.app.state.api_keys
+    keys = state_of(request.app).api_keys
     if keys.keys and not keys.accepts(key):
         return _login("Incorrect API key.")
     response = RedirectResponse("/ui", status_code=303)

@@ -47,15 +47,13 @@ def with_default_max_tokens(cfg: BackendConfig, default: int | None) -> BackendC
 
 
 def build_backends(cfg: BlendgateConfig) -> dict[str, Backend]:
-    """One backend per entry of ``cfg.backends``; names the failing entry in ``ConfigError``.
-
-    ``server.default_max_tokens`` becomes each backend's lowest-priority ``max_tokens`` param.
-    """
+    """One backend per entry of ``cfg.backend_configs()`` (the backends as written, plus the
+    defaults an application's config adds: the gateway's ``server.default_max_tokens``);
+    names the failing entry in ``ConfigError``."""
     built: dict[str, Backend] = {}
-    for name, backend_cfg in cfg.backends.items():
+    for name, backend_cfg in cfg.backend_configs().items():
         try:
-            built[name] = build_backend(
-                name, with_default_max_tokens(backend_cfg, cfg.server.default_max_tokens))
+            built[name] = build_backend(name, backend_cfg)
         except ConfigError as exc:
             raise ConfigError(f"backend {name!r}: {exc}", key=f"backends.{name}") from exc
     return built

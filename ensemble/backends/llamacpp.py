@@ -51,6 +51,7 @@ from ensemble.backends.openai_wire import (
     merge_logprobs,
     merge_tool_call_deltas,
 )
+from ensemble.concurrency import LoadOnce, ThreadFeed
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendProtocolError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
@@ -89,8 +90,7 @@ class LlamaCppBackend:
         # One thread per in-flight request (each blocks while llama.cpp decodes it), plus one.
         self._executor = ThreadPoolExecutor(
             cfg.parallel + 1, thread_name_prefix=f"blendgate-llamacpp-{name}")
-        self._server: Any = None
-        self._load_lock = asyncio.Lock()
+        self._server: LoadOnce[Any] = LoadOnce(self._load, self._executor)
         self._cancels: set[threading.Event] = set()
 
     def __repr__(self) -> str:
@@ -98,10 +98,7 @@ class LlamaCppBackend:
 
     async def start(self) -> None:
         """Load the model now (idempotent); otherwise the first call loads it."""
-        async with self._load_lock:
-            if self._server is None:
-                loop = asyncio.get_running_loop()
-                self._server = await loop.run_in_executor(self._executor, self._load)
+        await self._server.get()
 
     def _load(self) -> Any:
         import xllamacpp
@@ -186,22 +183,17 @@ class LlamaCppBackend:
     ) -> AsyncGenerator[tuple[int, Any], None]:
         """Run each request on its own thread; yield (sample offset, chunk) as they arrive."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[int, _Item]] = asyncio.Queue()
+        feed: ThreadFeed[tuple[int, _Item]] = ThreadFeed()
         cancel = threading.Event()
         self._cancels.add(cancel)
-
-        def emit(offset: int, item: _Item) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, (offset, item))
-
         for offset, body in bodies:
             loop.run_in_executor(self._executor, self._handle, body, cancel,
-                                 lambda item, o=offset: emit(o, item))
+                                 lambda item, o=offset: feed.put((o, item)))
         running = len(bodies)
         try:
             while running:
                 try:
-                    offset, item = await asyncio.wait_for(queue.get(), self._cfg.timeout_s)
+                    offset, item = await asyncio.wait_for(feed.get(), self._cfg.timeout_s)
                 except TimeoutError as exc:
                     raise BackendTimeout(f"no token within {self._cfg.timeout_s:g}s",
                                          backend=self.name) from exc
@@ -225,7 +217,7 @@ class LlamaCppBackend:
             emit(_Chunk(data))
             return cancel.is_set()
 
-        server = self._server
+        server = self._server.value
         try:
             if server is None:
                 emit(_Failed(BackendError("backend is closed", backend=self.name)))
@@ -240,8 +232,7 @@ class LlamaCppBackend:
     async def aclose(self) -> None:
         for cancel in list(self._cancels):
             cancel.set()
-        holder = [self._server]
-        self._server = None
+        holder = [self._server.take()]
         # Dropping the last reference stops llama.cpp's loop thread (its destructor joins it),
         # so drop it on a worker thread, not on the event loop.
         await asyncio.get_running_loop().run_in_executor(self._executor, holder.clear)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ensemble.backends.model_path import model_source
+from ensemble.compute import request_torch_threads
+from ensemble.concurrency import LoadOnce, ThreadFeed
 from ensemble.config import LocalBackendConfig
 from ensemble.errors import BackendError, BackendStatusError, BackendTimeout
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
@@ -67,26 +69,21 @@ class TransformersBackend:
         self._cfg = cfg
         self._source, self._gguf_file = model_source(cfg.model, cfg.gguf_file)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"blendgate-hf-{name}")
-        self._loaded: _Loaded | None = None
-        self._load_lock = asyncio.Lock()
+        self._model = LoadOnce(self._load, self._executor)
 
     def __repr__(self) -> str:
         return f"TransformersBackend(name={self.name!r}, model={self._source!r})"
 
     async def start(self) -> None:
         """Load the model now (idempotent); otherwise the first call loads it."""
-        async with self._load_lock:
-            if self._loaded is None:
-                loop = asyncio.get_running_loop()
-                self._loaded = await loop.run_in_executor(self._executor, self._load)
+        await self._model.get()
 
     def _load(self) -> _Loaded:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ensemble.placement import resolve_device, resolve_dtype  # imports torch: lazily
 
-        torch.set_num_threads(self._cfg.threads)
+        request_torch_threads(self._cfg.threads, f"backend {self.name}")
         # Any: transformers' typing of PreTrainedModel.to rejects a torch.device.
         device: Any = resolve_device(self._cfg.device)
         dtype = resolve_dtype(self._cfg.dtype, device)
@@ -127,9 +124,7 @@ class TransformersBackend:
         if n < 1:
             raise BackendStatusError(f"n must be >= 1, got {n}", backend=self.name, status=400)
         gen_kwargs = self._generate_kwargs(params.merged(self._cfg.params), n)
-        await self.start()
-        loaded = self._loaded
-        assert loaded is not None
+        loaded = await self._model.get()
         decoders = [_IncrementalDecoder(loaded.tokenizer, loaded.eos_ids) for _ in range(n)]
         async with contextlib.aclosing(self._run(loaded, messages, gen_kwargs, params.seed)) as items:
             async for item in items:
@@ -154,20 +149,15 @@ class TransformersBackend:
     ) -> AsyncGenerator[_Tokens | _Done, None]:
         """Run ``generate`` on the model thread; yield each step's tokens, then ``_Done``."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[_Tokens | _Done] = asyncio.Queue()
+        feed: ThreadFeed[_Tokens | _Done] = ThreadFeed()
         cancel = threading.Event()
-
-        def emit(item: _Tokens | _Done) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
         loop.run_in_executor(self._executor, self._generate, loaded,
                              [{"role": m.role, "content": m.content} for m in messages],
-                             gen_kwargs, seed, cancel, emit)
+                             gen_kwargs, seed, cancel, feed.put)
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self._cfg.timeout_s)
+                    item = await asyncio.wait_for(feed.get(), self._cfg.timeout_s)
                 except TimeoutError as exc:
                     raise BackendTimeout(f"no token within {self._cfg.timeout_s:g}s",
                                          backend=self.name) from exc
@@ -270,7 +260,7 @@ class TransformersBackend:
         return kwargs
 
     async def aclose(self) -> None:
-        self._loaded = None
+        self._model.take()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

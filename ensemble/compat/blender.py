@@ -85,7 +85,7 @@ def _sources(inputs: Sequence[str], instructions: Sequence[str] | None) -> list[
         return [join_source(None, x) for x in inputs]
     if len(instructions) != len(inputs):
         raise ValueError(f"got {len(instructions)} instructions for {len(inputs)} inputs")
-    return [join_source(i, x) for i, x in zip(instructions, inputs)]
+    return [join_source(i, x) for i, x in zip(instructions, inputs, strict=False)]
 
 
 def _check_rectangular(inputs: Sequence[str], candidates: Sequence[Sequence[str]]) -> int:
@@ -186,7 +186,7 @@ def conversation_texts(
     """
     if len(conversations_a) != len(conversations_b):
         raise ValueError("conversations_a and conversations_b must have the same length")
-    for conv_a, conv_b in zip(conversations_a, conversations_b):
+    for conv_a, conv_b in zip(conversations_a, conversations_b, strict=False):
         _check_conversation(conv_a)
         _check_conversation(conv_b)
         if len(conv_a) != len(conv_b):
@@ -213,8 +213,8 @@ def conversation_texts(
 def _pick(candidates: Sequence[Sequence[str]], order: np.ndarray, return_all: bool) -> list[Any]:
     """Candidates by index rows ``order`` [N, k]: the first of each row, or whole rows."""
     if return_all:
-        return [[c[int(k)] for k in row] for c, row in zip(candidates, order)]
-    return [c[int(row[0])] for c, row in zip(candidates, order)]
+        return [[c[int(k)] for k in row] for c, row in zip(candidates, order, strict=False)]
+    return [c[int(row[0])] for c, row in zip(candidates, order, strict=False)]
 
 
 # ----------------------------------------------------------------------------- the API
@@ -308,7 +308,7 @@ class Blender(FusionMixin):
         """float32 scores [N, n]: the reward model's, or PairRM's "max_logits" means."""
         ranker = self._loaded()
         if isinstance(ranker, RewardModel):
-            flat = _pointwise(ranker, [(s, c) for s, cands in zip(sources, candidates) for c in cands],
+            flat = _pointwise(ranker, [(s, c) for s, cands in zip(sources, candidates, strict=False) for c in cands],
                               _check_batch_size(batch_size))
             return flat.reshape(len(sources), -1)  # [N, n]
         return scores_from_matrix(self._matrices(sources, candidates, batch_size, limits))
@@ -329,7 +329,7 @@ class Blender(FusionMixin):
             **limits,
         )  # per item [u, u]
         expanded = []
-        for cands, unique, m in zip(candidates, uniques, matrices):
+        for cands, unique, m in zip(candidates, uniques, matrices, strict=False):
             index = np.array([unique.index(c) for c in cands])  # [n]
             expanded.append(m[np.ix_(index, index)])  # [n, n]
         return np.stack(expanded)
@@ -380,11 +380,11 @@ class Blender(FusionMixin):
         """float32 [N] logits of ``mode`` for (source, left=A, right=B) triples."""
         ranker = self._loaded()
         if isinstance(ranker, RewardModel):  # score(A) - score(B) whatever the mode
-            flat = _pointwise(ranker, [*zip(sources, lefts), *zip(sources, rights)], batch_size)
+            flat = _pointwise(ranker, [*zip(sources, lefts, strict=False), *zip(sources, rights, strict=False)], batch_size)
             return (flat[: len(lefts)] - flat[len(lefts) :]).astype(np.float32)
         pairrm = ranker
-        forward = list(zip(sources, lefts, rights))
-        backward = list(zip(sources, rights, lefts))
+        forward = list(zip(sources, lefts, rights, strict=False))
+        backward = list(zip(sources, rights, lefts, strict=False))
         if mode == "[A,B]":
             return pair_logits(pairrm, forward, max_batch_pairs=batch_size, **limits)
         if mode == "[B,A]":
@@ -433,7 +433,7 @@ class Blender(FusionMixin):
             [candidates[i][j] for i, j in todo], mode, _check_batch_size(batch_size), limits,
         )
         scores = np.zeros((len(inputs), n), dtype=np.float64)
-        for (i, j), logit in zip(todo, logits):
+        for (i, j), logit in zip(todo, logits, strict=False):
             scores[i, j] = -float(logit)
         return scores if return_scores else ranks_from_scores(scores)
 
@@ -556,7 +556,7 @@ class Blender(FusionMixin):
         if instructions is not None and len(instructions) != len(inputs):
             raise ValueError(f"got {len(instructions)} instructions for {len(inputs)} inputs")
         prompts = (list(inputs) if instructions is None
-                   else [f"{i}\n{x}" for i, x in zip(instructions, inputs)])
+                   else [f"{i}\n{x}" for i, x in zip(instructions, inputs, strict=False)])
         batch_size = _check_batch_size(batch_size)
         samples: list[list[str]] = []
         for start in range(0, len(prompts), batch_size):

@@ -13,3 +13,41 @@ Small modules, one idea each:
 
 Nothing here imports the HTTP layer.
 """
+
+from typing import TYPE_CHECKING
+
+from ensemble.experiments.runtime import (
+    Assignment,
+    ExperimentRuntime,
+    Served,
+    StoreDisabledError,
+    StoreUnavailable,
+    UnknownCompletionError,
+)
+
+__all__ = [
+    "Assignment",
+    "EvalOptions",
+    "ExperimentRuntime",
+    "Served",
+    "StoreDisabledError",
+    "StoreUnavailable",
+    "UnknownCompletionError",
+    "run_eval",
+    "summary_lines",
+]
+
+if TYPE_CHECKING:
+    from ensemble.experiments.evaluation.command import EvalOptions, summary_lines
+    from ensemble.experiments.evaluation.command import run as run_eval
+
+# `blendgate eval` draws plots (matplotlib): loaded on first access, not with the runtime.
+_EVALUATION = {"EvalOptions": "EvalOptions", "run_eval": "run", "summary_lines": "summary_lines"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _EVALUATION:
+        from ensemble.experiments.evaluation import command
+
+        return getattr(command, _EVALUATION[name])
+    raise AttributeError(f"module 'ensemble.experiments' has no attribute {name!r}")

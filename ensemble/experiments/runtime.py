@@ -32,7 +32,7 @@ from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.shadow import ShadowRunner, ShadowStats
 from ensemble.experiments.split import choose_arm
 from ensemble.experiments.stats import WinRate, percentile, win_rate
-from ensemble.experiments.store import ExperimentStore
+from ensemble.experiments.store import ExperimentStore, FeedbackTally
 from ensemble.experiments.store.store import StoreUnavailable
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.factory import RankerCache
@@ -128,11 +128,6 @@ class ExperimentStats:
                    "anytime-valid normal-mixture confidence sequence (Howard et al. 2021)")
 
 
-def user_key(experiment: ExperimentConfig, user: str | None,
-             headers: Mapping[str, str]) -> str | None:
-    return user or headers.get(experiment.sticky_header.lower()) or None
-
-
 class ExperimentRuntime:
     def __init__(self, engine: Completer, store: ExperimentStore | None) -> None:
         self._engine = engine
@@ -197,7 +192,7 @@ class ExperimentRuntime:
             shadows[experiment.id] = (experiment.shadow, ShadowRunner(
                 self._run_shadow, concurrency=experiment.shadow.max_concurrency,
                 queue_size=experiment.shadow.queue_size, name=f"shadow-{experiment.id}"))
-        for experiment_id, (settings, runner) in self._shadows.items():
+        for experiment_id, (_settings, runner) in self._shadows.items():
             if shadows.get(experiment_id, (None, None))[1] is not runner:
                 retired.append(runner)
         self._judges = judges
@@ -208,12 +203,12 @@ class ExperimentRuntime:
 
     # ------------------------------------------------------------------ serving
 
-    def assign(self, model_id: str, user: str | None,
-               headers: Mapping[str, str]) -> Assignment | None:
+    def assign(self, model_id: str, key: str | None) -> Assignment | None:
+        """The arm that serves ``model_id`` (None: not an experiment) for the sticky ``key``
+        (who asks; the gateway takes it from the request); no key draws an arm at random."""
         experiment = self._experiments.get(model_id)
         if experiment is None:
             return None
-        key = user_key(experiment, user, headers)
         arm = choose_arm(experiment, key)
         self.counters.requests[(experiment.id, arm.name)] += 1
         user_hash = hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
@@ -309,21 +304,21 @@ class ExperimentRuntime:
         store = self._require_store()
         served = await store.completions(experiment.id, "served")
         shadowed = await store.completions(experiment.id, "shadow")
-        feedback = {arm: (votes, mean) for arm, votes, mean in
+        feedback = {row.key: (row.votes, row.mean_score) for row in
                     await store.feedback_by("arm", experiment.id)}
         arms = []
         for arm in experiment.arms:
-            rows = [r for r in [*served, *shadowed] if r[0] == arm.name]
-            requests = sum(1 for r in served if r[0] == arm.name)
+            rows = [r for r in [*served, *shadowed] if r.arm == arm.name]
+            requests = sum(1 for r in served if r.arm == arm.name)
             outcomes = await store.verdict_sequence(experiment.id, arm.name)
             votes, mean = feedback.get(arm.name, (0, None))
-            latencies = [r[1] for r in rows]
+            latencies = [r.latency_s for r in rows]
             arms.append(ArmStats(
                 name=arm.name, model=arm.model, weight=arm.weight, requests=requests,
                 shadow_requests=len(rows) - requests,
                 latency_p50_s=percentile(latencies, 50), latency_p95_s=percentile(latencies, 95),
-                completion_tokens_per_answer=_mean([r[3] for r in rows]),
-                prompt_tokens_per_answer=_mean([r[2] for r in rows]),
+                completion_tokens_per_answer=_mean([r.completion_tokens for r in rows]),
+                prompt_tokens_per_answer=_mean([r.prompt_tokens for r in rows]),
                 win_rate=win_rate(outcomes, experiment.alpha),
                 feedback_votes=votes, feedback_mean_score=mean,
                 feedback_rate=votes / requests if requests else None,
@@ -338,9 +333,9 @@ class ExperimentRuntime:
             enough_evidence=any(a.win_rate.decided for a in arms),
         )
 
-    async def model_feedback(self) -> list[tuple[str, int, float | None]]:
-        """(model, votes, mean score) over every recorded completion, experiments or not."""
-        return [tuple(row) for row in await self._require_store().feedback_by("model")]
+    async def model_feedback(self) -> list[FeedbackTally]:
+        """Votes and mean score per model over every recorded completion, experiments or not."""
+        return await self._require_store().feedback_by("model")
 
 
 def _mean(values: list[float]) -> float | None:

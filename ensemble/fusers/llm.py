@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 
 from ensemble.backends.base import Backend
-from ensemble.cancellation import aclose_shielded
+from ensemble.concurrency import aclose_shielded
 from ensemble.config import LLMFuserConfig
 from ensemble.errors import BackendError, ConfigError, FuserError, fuser_upstream_error
 from ensemble.types import ChatMessage, FuseStream, SamplingParams, TextDelta

@@ -25,11 +25,11 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from ensemble.backends.model_path import package_model_dir
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.config import ConsensusRankerConfig
 from ensemble.errors import ConfigError, OverloadedError, RankerError
 from ensemble.placement import resolve_device
-from ensemble.rankers.ranks import competition_ranks
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
 _MAX_ROWS = 64  # texts per forward pass
@@ -75,7 +75,7 @@ class ConsensusRanker:
             raise
         except Exception as exc:  # any model failure is the ranker's
             raise RankerError(f"consensus ranker: {type(exc).__name__}: {exc}") from exc
-        return Ranking(scores=scores, ranks=tuple(competition_ranks(scores)))
+        return Ranking(scores=scores, ranks=tuple(int(r) for r in ranks_from_scores(scores)))
 
     async def aclose(self) -> None:
         await self._worker.aclose()
@@ -92,7 +92,7 @@ class _Embedder:
         self._max_tokens = _DEFAULT_MAX_TOKENS
 
     def load(self) -> None:
-        torch.set_num_threads(self._cfg.threads)
+        request_torch_threads(self._cfg.threads, "consensus ranker")
         path = package_model_dir(self._cfg.model)
         device = resolve_device(self._cfg.device)
         try:

@@ -39,7 +39,7 @@ from ensemble.backends.base import Backend
 from ensemble.config import LLMJudgeRankerConfig
 from ensemble.errors import BlendError, OverloadedError, RankerError
 from ensemble.rankers.base import Comparison, Ranker, scores_both_orders
-from ensemble.rankers.ranks import competition_ranks
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Completion, Ranking, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def verdict_logit(completion: Completion, verdicts: tuple[str, str]) -> float:
 
 def _ranking(scores: Sequence[float]) -> Ranking:
     rounded = tuple(round(s, _DIGITS) + 0.0 for s in scores)  # + 0.0: no -0.0
-    return Ranking(scores=rounded, ranks=tuple(competition_ranks(rounded)))
+    return Ranking(scores=rounded, ranks=tuple(int(r) for r in ranks_from_scores(rounded)))
 
 
 def _truncate(text: str, limit: int) -> str:

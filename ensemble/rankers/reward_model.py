@@ -37,12 +37,12 @@ from transformers import (
 )
 
 from ensemble.checkpoints import public_name, resolve_dir
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.config import RewardModelRankerConfig
 from ensemble.errors import ConfigError, RankerError
 from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.inputs import chat_prompt, distinct_rows, length_sorted_batches
-from ensemble.rankers.pairrm.scoring import ranks_from_scores
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ class RewardModelRanker:
         )
 
         def build() -> RewardModel:
-            torch.set_num_threads(cfg.threads)
+            request_torch_threads(cfg.threads, "reward_model ranker")
             rm = load_reward_model(cfg)
             reward_scores(rm, [encode(rm, [ChatMessage("user", "warm-up")], "ok")])
             return rm

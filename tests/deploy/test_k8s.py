@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ensemble.config import parse_config
+from gateway.config import parse_config
 from gateway.drain import DRAIN_MARGIN_S
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, TorchThreads
 from ensemble.errors import OverloadedError
 
 
@@ -188,3 +189,31 @@ async def test_waiting_jobs_share_batches_round_robin() -> None:
     tags = [tag for batch in recorder.batches[1:] for tag, _ in batch]
     firsts = [tags.index(t) for t in "xyz"]
     assert max(firsts) <= 2, recorder.batches
+
+
+# ---------------------------------------------------------------------- torch's thread count
+
+
+@pytest.fixture
+def torch_threads() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("torch_threads")
+def test_the_largest_torch_thread_request_wins_and_a_smaller_one_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import torch
+
+    owner = TorchThreads()
+    assert owner.granted == 0
+    assert owner.request(1, "pairrm ranker") == 1 and torch.get_num_threads() == 1
+    assert owner.request(2, "genfuser") == 2 and torch.get_num_threads() == 2
+    with caplog.at_level(logging.WARNING, logger="ensemble.compute"):
+        assert owner.request(1, "backend tiny") == 2
+    assert torch.get_num_threads() == 2 and owner.granted == 2
+    assert "backend tiny asks for 1 torch threads; keeping 2 (asked by genfuser)" in caplog.text

@@ -32,6 +32,7 @@ from ensemble.types import (
     TextDelta,
     Usage,
 )
+from gateway import config as gateway_config
 from gateway.settings import default_config_path
 from tests.ensemble.scripted import ScriptedBackend
 from tests.fixtures.fake_upstreams import FakeUpstreams
@@ -352,7 +353,7 @@ async def test_service_ranker_is_rank_service_else_the_first_ensembles_model() -
 async def test_engine_owns_and_closes_the_backends_it_builds() -> None:
     cfg = config()
     engine = await BlendEngine.from_config(cfg)
-    built: list[Backend] = list(engine._owned_backends)
+    built: list[Backend] = list(engine._parts.owned_backends)
     assert sorted(b.name for b in built) == ["a", "b", "c", "synth"]
     await engine.aclose()
     injected = backends()
@@ -371,7 +372,7 @@ async def test_default_config_end_to_end_on_two_real_families(
     data = yaml.safe_load(default_config_path().read_text())
     # a shared CI host can be slow: this test is about what answers, not how fast
     data["models"][0]["member_timeout_s"] = data["models"][0]["deadline_s"] = 900
-    cfg = parse_config(data)
+    cfg = gateway_config.parse_config(data)  # the shipped default has a server: section
     question = [ChatMessage("user", "What is the capital of France? Answer in one sentence.")]
     started = time.perf_counter()
     async with await BlendEngine.from_config(cfg) as engine:

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 import pytest
 
 from ensemble.config import RankerConfig, parse_config
-from ensemble.engine import DEADLINE_FALLBACK, BlendEngine
+from ensemble.engine import BlendEngine
 from ensemble.errors import DeadlineExceeded
+from ensemble.fallbacks import Fallback
 from ensemble.rankers.base import Ranker
 from ensemble.types import BlendRequest, ChatMessage, Ranking, SamplingParams
 from tests.ensemble.scripted import ScriptedBackend
@@ -39,7 +40,6 @@ class StuckRanker:
 
 async def engine(on_deadline: str, ranker: StuckRanker) -> BlendEngine:
     config = parse_config({
-        "server": {"api_keys_env": None},
         "backends": {n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": n}
                      for n in ("a", "b")},
         "models": [{"type": "ensemble", "id": "blend", "ranker": {"type": "consensus"},
@@ -73,5 +73,5 @@ async def test_best_candidate_without_a_ranking_is_the_members_order() -> None:
     async with await engine("best_candidate", StuckRanker()) as blend:
         result = await blend.complete(request())
     assert result.choices[0].text == "first"
-    assert result.report is not None and result.report.fuser == DEADLINE_FALLBACK
+    assert result.report is not None and result.report.fuser == Fallback.DEADLINE.label()
     assert result.report.ranking is None

@@ -15,9 +15,10 @@ import pytest
 import yaml
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, load_config
 from ensemble.types import BlendRequest, BlendResult
 from gateway.app import create_app
+from gateway.config import GatewayConfig, load_config
+from gateway.state import state_of
 from tests.experiments.conftest import sqlite_url
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
@@ -59,7 +60,7 @@ def config_data(tmp_path: Path, *, weights: tuple[float, float] = (1, 1),
     }
 
 
-def write_config(path: Path, data: dict[str, Any]) -> BlendgateConfig:
+def write_config(path: Path, data: dict[str, Any]) -> GatewayConfig:
     path.write_text(yaml.safe_dump(data))
     return load_config(path)
 
@@ -124,7 +125,7 @@ async def test_streamed_experiment_reports_the_arm(gateway: Any) -> None:
         arm = r.headers["x-blendgate-arm"]
         lines = [line async for line in r.aiter_lines() if line.startswith("data: {")]
     assert f'"arm":"{arm}"' in lines[-1]
-    await app.state.experiments.store.flush()
+    await state_of(app).experiments.store.flush()
     stats = (await client.get(f"/v1/experiments/{EXPERIMENT}")).json()
     assert sum(a["requests"] for a in stats["arms"]) == 1
 
@@ -136,7 +137,7 @@ async def test_shadow_never_delays_and_sheds_load(gateway: Any,
                                                   slow_engine: SlowSingleEngine) -> None:
     client, app = gateway
     slow_engine.single_delay_s = 1.0
-    runtime = app.state.experiments
+    runtime = state_of(app).experiments
     started = time.perf_counter()
     for i in range(6):
         response = await chat(client, user=f"u{i}")
@@ -173,7 +174,7 @@ async def test_feedback_is_tied_to_the_arm(gateway: Any) -> None:
     assert vote.json()["arm"] == arm and vote.json()["score"] == 1.0
     rating = await client.post("/v1/feedback", json={"id": completion_id, "rating": 2})
     assert rating.json()["score"] == 0.25
-    await app.state.experiments.store.flush()
+    await state_of(app).experiments.store.flush()
     arms = {a["name"]: a for a in (await client.get("/v1/experiments")).json()["data"][0]["arms"]}
     assert arms[arm]["feedback_votes"] == 2
     assert arms[arm]["feedback_mean_score"] == pytest.approx(0.625)
@@ -247,7 +248,7 @@ async def test_store_outage_never_fails_an_answer(tmp_path: Path,
     async for client in open_client(app):
         for i in range(3):
             assert (await chat(client, user=f"o{i}")).status_code == 200
-        await app.state.experiments.store.flush()
+        await state_of(app).experiments.store.flush()
         metrics = (await client.get("/metrics")).text
         assert "blendgate_store_up 0.0" in metrics
         assert 'blendgate_store_events_total{result="lost"} 3.0' in metrics
@@ -274,7 +275,7 @@ async def test_store_keeps_tokens_and_latency_per_member(gateway: Any) -> None:
     client, app = gateway
     for i in range(12):  # some land in the ensemble arm
         await chat(client, user=f"m{i}")
-    store = app.state.experiments.store
+    store = state_of(app).experiments.store
     await store.flush()
     async with store._engine.connect() as connection:  # the raw rows, as an analyst sees them
         rows = (await connection.execute(select(CompletionRow.__table__).where(
@@ -341,10 +342,10 @@ async def test_sighup_reloads_the_weights(tmp_path: Path, slow_engine: SlowSingl
             os.kill(os.getpid(), signal.SIGHUP)
             for _ in range(100):
                 await asyncio.sleep(0.02)
-                experiment = app.state.experiments.experiment(EXPERIMENT)
+                experiment = state_of(app).experiments.experiment(EXPERIMENT)
                 if experiment.arms[1].weight == 0:
                     break
-            assert [a.weight for a in app.state.experiments.experiment(EXPERIMENT).arms] == [1, 0]
+            assert [a.weight for a in state_of(app).experiments.experiment(EXPERIMENT).arms] == [1, 0]
             arms = {(await chat(client, user=f"h{i}")).headers["x-blendgate-arm"]
                     for i in range(10)}
             assert arms == {"ensemble"}

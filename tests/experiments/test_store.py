@@ -17,7 +17,12 @@ from ensemble.experiments.events import (
     FeedbackEvent,
     VerdictEvent,
 )
-from ensemble.experiments.store import ExperimentStore
+from ensemble.experiments.store import (
+    CompletionCost,
+    ExperimentStore,
+    FeedbackTally,
+    VerdictCount,
+)
 from ensemble.experiments.store.migrate import head_revision
 from ensemble.experiments.store.store import StoreUnavailable
 from tests.experiments.conftest import sqlite_url
@@ -65,6 +70,14 @@ async def test_migrates_writes_and_reads_back(store_url: str) -> None:
 
         rows = await store.completions("assistant")
         assert sorted(r[3] for r in rows) == [20, 21, 22, 23, 24]
+        assert sorted(r.completion_tokens for r in rows) == [20, 21, 22, 23, 24]
+        assert all(isinstance(r, CompletionCost) for r in rows)
+        counts = await store.verdict_counts("assistant")
+        assert all(isinstance(c, VerdictCount) for c in counts)
+        assert sorted((c.outcome, c.verdicts) for c in counts) == [("tie", 1), ("win", 1)]
+        (tally,) = await store.feedback_by("arm", "assistant")
+        assert isinstance(tally, FeedbackTally)
+        assert (tally.key, tally.votes, tally.mean_score) == ("blend", 1, 1.0)
         assert sorted(await store.verdict_counts("assistant")) == [
             ("single", "blend", "tie", 1), ("single", "blend", "win", 1)]
         assert await store.verdict_sequence("assistant", "blend") == ["loss", "tie"]

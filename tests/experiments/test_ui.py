@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.experiments.conftest import sqlite_url
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine, running_server
 

@@ -20,7 +20,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from ensemble.errors import UnknownModelError
 from ensemble.rankers.base import Ranker
 from ensemble.types import (
@@ -38,12 +37,14 @@ from ensemble.types import (
     Usage,
 )
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+from gateway.state import gateway_state
 
 ENSEMBLE = "blend"
 SINGLE = "alpha"
 
 
-def make_config(**server: object) -> BlendgateConfig:
+def make_config(**server: object) -> GatewayConfig:
     return parse_config(
         {
             "server": {"api_keys_env": None, "max_n": 4, "max_candidates": 9, **server},
@@ -153,12 +154,12 @@ def engine() -> ScriptedEngine:
 
 
 @pytest.fixture
-def config() -> BlendgateConfig:
+def config() -> GatewayConfig:
     return make_config()
 
 
 @pytest.fixture
-def app(config: BlendgateConfig, engine: ScriptedEngine) -> FastAPI:
+def app(config: GatewayConfig, engine: ScriptedEngine) -> FastAPI:
     return create_app(config, engine=engine)
 
 
@@ -191,7 +192,8 @@ def running_server(app: FastAPI, startup_timeout_s: float = 10.0) -> Iterator[st
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout_s
-        loading = getattr(app.state, "loading", None)  # None: not a blendgate app
+        state = gateway_state(app)  # None: not a blendgate app
+        loading = state.loading if state is not None else None
         while not server.started or (loading is not None and loading.state == "loading"):
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start (see the log above)")

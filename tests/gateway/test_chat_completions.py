@@ -7,6 +7,7 @@ import openai
 import pytest
 from fastapi import FastAPI
 
+from gateway.state import state_of
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
 MESSAGES = [{"role": "user", "content": "say something nice"}]
@@ -108,10 +109,10 @@ def test_each_app_has_its_own_registry(config: object, engine: ScriptedEngine) -
     from gateway.app import create_app
 
     first, second = create_app(config, engine=engine), create_app(config, engine=engine)  # type: ignore[arg-type]
-    assert first.state.metrics.registry is not second.state.metrics.registry
+    assert state_of(first).metrics.registry is not state_of(second).metrics.registry
 
 
 async def test_lifespan_closes_only_engines_it_built(app: FastAPI, engine: ScriptedEngine) -> None:
     async with app.router.lifespan_context(app):
-        assert app.state.loading.engine() is engine
+        assert state_of(app).loading.engine() is engine
     assert engine.closed is False

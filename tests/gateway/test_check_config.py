@@ -18,10 +18,10 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from ensemble.config import parse_config
 from ensemble.errors import ConfigError
 from ensemble.preflight import check_resources, find_problems
 from gateway.cli import EXIT_CONFIG, main
+from gateway.config import parse_config
 from gateway.settings import GatewaySettings
 
 REPO = Path(__file__).resolve().parents[2]

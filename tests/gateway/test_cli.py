@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ensemble.config import ServerConfig
 from gateway.cli import EXIT_CONFIG, build_parser, main
+from gateway.config import ServerConfig
 from gateway.settings import GatewaySettings, default_config_path, read_api_keys
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from openai import OpenAI
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from gateway.settings import DEFAULT_CONFIG
 from tests.gateway.conftest import running_server
 

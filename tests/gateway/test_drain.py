@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from ensemble.config import parse_config
 from gateway.cli import server_config
+from gateway.config import parse_config
 from tests.gateway.conftest import free_port
 
 

@@ -25,10 +25,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig
 from gateway.app import create_app
 from gateway.cli import server_config
+from gateway.config import GatewayConfig
 from gateway.drain import DrainingServer
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine, free_port, make_config
 
@@ -127,10 +128,10 @@ def test_sigterm_mid_stream_error_event_then_done_and_a_prompt_exit(
 
 
 @contextmanager
-def draining_server(app: FastAPI, config: BlendgateConfig) -> Iterator[tuple[DrainingServer, str]]:
+def draining_server(app: FastAPI, config: GatewayConfig) -> Iterator[tuple[DrainingServer, str]]:
     port = free_port()
     server = DrainingServer(server_config(app, config, host="127.0.0.1", port=port,
-                                          log_level="warning"), app.state.drain)
+                                          log_level="warning"), state_of(app).drain)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -162,7 +163,7 @@ def test_a_stream_that_finishes_within_the_grace_is_not_cut() -> None:
     assert "".join(texts) == "one two three four five six seven eight 0"
     assert error_codes(events) == []
     assert events[-1][1] == "[DONE]"
-    assert app.state.drain.draining
+    assert state_of(app).drain.draining
 
 
 def test_a_plain_request_past_the_grace_gets_503_and_its_work_is_cancelled() -> None:

@@ -15,8 +15,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.gateway.conftest import running_server
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from typing import Any
 import openai
 import pytest
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.gateway.conftest import running_server
 from tests.gateway.test_dropin_clients import ASK_WEATHER, WEATHER_TOOL, City
 

@@ -16,8 +16,9 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -25,7 +26,7 @@ MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]
 FOX = DEFAULT_TEXTS[0]
 
 
-def engine_config(up: FakeUpstreams, **ensemble: Any) -> BlendgateConfig:
+def engine_config(up: FakeUpstreams, **ensemble: Any) -> GatewayConfig:
     def backend(url: str, expose: bool = False) -> dict[str, Any]:
         return {"kind": "openai", "base_url": url, "model": "fake", "expose": expose,
                 "timeout_s": 5, "connect_timeout_s": 1}
@@ -59,7 +60,7 @@ async def http(engine_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with engine_app.router.lifespan_context(engine_app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=engine_app), base_url="http://gateway", timeout=30
     ) as client:
-        assert await engine_app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(engine_app).loading.wait() == "ok"  # models load in the background
         yield client
 
 

@@ -18,8 +18,8 @@ import openai
 import pytest
 import yaml
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from gateway.settings import default_config_path
 from tests.gateway.conftest import running_server
 

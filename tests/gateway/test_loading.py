@@ -17,12 +17,12 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from ensemble.errors import ConfigError
 from gateway.app import create_app
 from gateway.cli import EXIT_CONFIG
-from gateway.deps import Engine
-from gateway.loading import EngineLoading
+from gateway.config import GatewayConfig, parse_config
+from gateway.loading import Engine, EngineLoading
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine
 
@@ -37,7 +37,7 @@ class GatedBuild:
         self.fail = fail
         self.engine = ScriptedEngine()
 
-    async def __call__(self, config: BlendgateConfig) -> Engine:
+    async def __call__(self, config: GatewayConfig) -> Engine:
         await self.release.wait()
         if self.fail is not None:
             raise self.fail
@@ -52,7 +52,7 @@ async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_health_is_loading_then_ok_and_models_503_until_ready(
-    config: BlendgateConfig,
+    config: GatewayConfig,
 ) -> None:
     build = GatedBuild()
     app = create_app(config, build_engine=build, load_in_background=True)
@@ -71,17 +71,17 @@ async def test_health_is_loading_then_ok_and_models_503_until_ready(
             assert "still loading" in error["message"]
 
         build.release.set()
-        assert await app.state.loading.wait() == "ok"
+        assert await state_of(app).loading.wait() == "ok"
         health = await client.get("/health")
         assert (health.status_code, health.json()) == (200, {"status": "ok", "models_loaded": 2})
         assert (await client.post("/v1/chat/completions", json=CHAT)).status_code == 200
     assert build.engine.closed  # built by the app, so closed by it
 
 
-async def test_failed_load_is_reported_and_calls_on_failure(config: BlendgateConfig) -> None:
+async def test_failed_load_is_reported_and_calls_on_failure(config: GatewayConfig) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
     app = create_app(config, build_engine=build, load_in_background=True)
-    loading: EngineLoading = app.state.loading
+    loading: EngineLoading = state_of(app).loading
     seen: list[BaseException] = []
     loading.on_failure = seen.append
     async for client in client_for(app):
@@ -95,7 +95,7 @@ async def test_failed_load_is_reported_and_calls_on_failure(config: BlendgateCon
     assert seen == [build.fail]
 
 
-def real_config(up: FakeUpstreams) -> BlendgateConfig:
+def real_config(up: FakeUpstreams) -> GatewayConfig:
     backend = {"kind": "openai", "base_url": up.ok, "model": "fake"}
     return parse_config({
         "server": {"api_keys_env": None},
@@ -112,7 +112,7 @@ async def test_one_log_line_per_component_and_a_ready_line(
     caplog.set_level(logging.INFO)
     app = create_app(real_config(fake_upstreams), load_in_background=True)
     async for _ in client_for(app):
-        assert await app.state.loading.wait() == "ok"
+        assert await state_of(app).loading.wait() == "ok"
     lines = [r.getMessage() for r in caplog.records
              if r.name in ("ensemble.engine", "gateway.loading")]
     loaded = sorted(line.split(" in ")[0] for line in lines if line.startswith("loaded "))
@@ -139,7 +139,7 @@ def test_serve_exits_2_when_a_model_cannot_load(tmp_path: Path) -> None:
 
 
 async def test_without_background_loading_start_up_waits_and_fails(
-    config: BlendgateConfig,
+    config: GatewayConfig,
 ) -> None:
     build = GatedBuild(fail=ConfigError("no such model file", key="backends.x"))
     build.release.set()

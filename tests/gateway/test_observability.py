@@ -12,10 +12,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig
 from gateway.app import create_app
 from gateway.cli import server_config
+from gateway.config import GatewayConfig
 from gateway.settings import package_version
+from gateway.state import state_of
 from tests.gateway.conftest import ENSEMBLE, SINGLE, ScriptedEngine
 
 SECRET = "SECRET-PROMPT-TEXT-42"
@@ -97,11 +98,11 @@ async def test_probes_log_at_debug(client: httpx.AsyncClient,
         "/health", "/metrics"]
 
 
-def test_access_log_can_be_turned_off_and_uvicorns_is(config: BlendgateConfig,
+def test_access_log_can_be_turned_off_and_uvicorns_is(config: GatewayConfig,
                                                         engine: ScriptedEngine) -> None:
     quiet = create_app(config.model_copy(update={
         "server": config.server.model_copy(update={"access_log": False})}), engine=engine)
-    assert quiet.state.metrics is not None
+    assert state_of(quiet).metrics is not None
     assert server_config(quiet, config, host="127.0.0.1", port=0, log_level="info").access_log \
         is False
 

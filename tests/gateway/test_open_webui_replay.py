@@ -20,8 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.gateway.conftest import running_server
 
 pytestmark = pytest.mark.slow

@@ -236,7 +236,7 @@ def test_tool_calls_logprobs_and_refusal_in_a_chat_completion() -> None:
 
 async def test_tool_call_and_logprob_deltas_in_chunks() -> None:
     from ensemble.types import StreamEnd, TextDelta, Usage
-    from gateway.convert import ChunkHeader, to_chunks
+    from gateway.streaming import ChunkHeader, to_chunks
 
     async def events():  # type: ignore[no-untyped-def]
         yield TextDelta("", tool_calls=({**CALL, "index": 0},))

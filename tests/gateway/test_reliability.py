@@ -16,8 +16,9 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -31,7 +32,7 @@ def _backend(url: str, **extra: Any) -> dict[str, Any]:
             "timeout_s": 30, "connect_timeout_s": 1, **extra}
 
 
-def reliability_config(up: FakeUpstreams, **ensemble: Any) -> BlendgateConfig:
+def reliability_config(up: FakeUpstreams, **ensemble: Any) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
@@ -81,7 +82,7 @@ def stall_url(stall_app: FastAPI) -> Iterator[str]:
 
 def fuse_pool_connections(app: FastAPI) -> int:
     """Connections the fuse backend's httpx pool still holds (open or in use)."""
-    backend = app.state.loading.engine()._ensembles["fuse-stall"].fuser._backend
+    backend = state_of(app).loading.engine()._ensembles["fuse-stall"].fuser._backend
     return len(backend._client._transport._pool.connections)
 
 
@@ -104,7 +105,7 @@ def test_stop_during_fuse_stream_cancels_upstream_and_frees_the_pool(
 # --------------------------------------------------------------------------- truthful errors
 
 
-def errors_config(up: FakeUpstreams) -> BlendgateConfig:
+def errors_config(up: FakeUpstreams) -> GatewayConfig:
     return parse_config({
         "server": {"api_keys_env": None},
         "backends": {
@@ -137,7 +138,7 @@ async def errors_http(fake_upstreams: FakeUpstreams) -> Any:
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=30
     ) as client:
-        assert await app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(app).loading.wait() == "ok"  # models load in the background
         yield client
 
 
@@ -196,7 +197,7 @@ async def test_the_sdk_never_retries_a_rejected_request(
 DEADLINE_S = 1.5
 
 
-def deadline_config(up: FakeUpstreams) -> BlendgateConfig:
+def deadline_config(up: FakeUpstreams) -> GatewayConfig:
     def blend(model_id: str, fuse_backend: str, **extra: Any) -> dict[str, Any]:
         return {"type": "ensemble", "id": model_id, "ranker": {"type": "none"},
                 "fuser": {"type": "llm", "backend": fuse_backend}, "deadline_s": DEADLINE_S,

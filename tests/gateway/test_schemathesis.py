@@ -15,8 +15,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import running_server
 
@@ -26,7 +26,7 @@ EXCLUDED = r"^/(admin/|ui|metrics)"
 NOT_CONFIGURED = {"/v1/rank", "/v1/compare", "/v1/rank/batch", "/v1/fuse"}  # 501 by design
 
 
-def gateway_config(up: FakeUpstreams | None) -> BlendgateConfig:
+def gateway_config(up: FakeUpstreams | None) -> GatewayConfig:
     url = up.ok if up is not None else "http://127.0.0.1:9/v1"
     return parse_config({
         "server": {"api_keys_env": None, "max_body_bytes": 64_000},

@@ -43,7 +43,7 @@ def original_fuse(model: Any, tokenizer: Any, inputs: Sequence[str],
                   **generate_kwargs: Any) -> list[str]:
     """The original algorithm, written out plainly as the reference (spec §3.8, §4.2)."""
     texts = []
-    for text, cands in zip(inputs, candidates):
+    for text, cands in zip(inputs, candidates, strict=False):
         for i, c in enumerate(cands):
             ids = tokenizer.encode(c, add_special_tokens=False)
             if len(ids) > cut:

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ensemble.config import BlendgateConfig, parse_config
 from gateway.app import create_app
+from gateway.config import GatewayConfig, parse_config
+from gateway.state import state_of
 from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
@@ -23,7 +24,7 @@ MESSAGES = [{"role": "system", "content": "Be brief."},
 LONG_ANSWER = " ".join(["The quick brown fox jumps over the lazy dog."] * 40)
 
 
-def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> BlendgateConfig:
+def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> GatewayConfig:
     fuser: dict[str, Any] = {"type": "genfuser", "checkpoint": str(checkpoint), "device": "cpu",
                              "max_new_tokens": 8, "num_beams": 2}
     if fallback:
@@ -39,12 +40,12 @@ def genfuser_config(up: FakeUpstreams, checkpoint: Path, *, fallback: bool) -> B
     })
 
 
-async def _client(config: BlendgateConfig) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(config: GatewayConfig) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(config)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=60
     ) as client:
-        assert await app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(app).loading.wait() == "ok"  # models load in the background
         yield client
 
 

@@ -11,8 +11,8 @@ from ensemble.fusers.genfuser.prompt import (
     cut_candidate,
     encode_input,
     format_input,
-    pad_rows,
     split_messages,
+    truncate_and_pad,
 )
 from ensemble.types import ChatMessage
 
@@ -97,10 +97,17 @@ def test_max_length_is_configurable(tiny_tokenizer: Any, max_length: int) -> Non
     assert list(prompt.input_ids) == SPEC_EXAMPLE_IDS[:max_length]
 
 
-def test_pad_rows_trims_all_pad_columns() -> None:
-    ids, mask = pad_rows([[5, 6, 7], [8]], pad_id=0, max_length=16)
+def test_truncate_and_pad_trims_all_pad_columns() -> None:
+    ids, mask = truncate_and_pad([[5, 6, 7], [8]], pad_id=0, max_length=16)
     assert ids == [[5, 6, 7], [8, 0, 0]]
     assert mask == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_truncate_and_pad_cuts_rows_longer_than_max_length() -> None:
+    ids, mask = truncate_and_pad([[5, 6, 7, 9], [8]], pad_id=0, max_length=2)
+    assert ids == [[5, 6], [8, 0]]
+    assert mask == [[1, 1], [1, 0]]
+    assert truncate_and_pad([], pad_id=0) == ([], [])
 
 
 def test_split_messages_system_is_the_instruction() -> None:

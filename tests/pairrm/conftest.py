@@ -59,7 +59,7 @@ def _write_tokenizer(directory: Path, spm_model: Path) -> dict[str, int]:
     tokenizer.add_tokens(["<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"])
     tokenizer.save_pretrained(str(directory))
     names = ["[MASK]", "<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"]
-    added = dict(zip(names, tokenizer.convert_tokens_to_ids(names)))
+    added = dict(zip(names, tokenizer.convert_tokens_to_ids(names), strict=False))
     (directory / "added_tokens.json").write_text(json.dumps(added), encoding="utf-8")
     special = {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "[UNK]",
                "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",

@@ -170,8 +170,8 @@ def test_rank_rejects_non_rectangular_input(blender: Blender, inputs, candidates
 def test_compare_modes_and_orientation(blender: Blender, tiny_pairrm):
     a, b = ["hi!", "I hate you!"], ["f**k off!", "I love you, too!"]
     inputs = ["hello!", "I love you!"]
-    ab = np.array([logit(tiny_pairrm, s, x, y) for s, x, y in zip(inputs, a, b)])
-    ba = np.array([logit(tiny_pairrm, s, y, x) for s, x, y in zip(inputs, a, b)])
+    ab = np.array([logit(tiny_pairrm, s, x, y) for s, x, y in zip(inputs, a, b, strict=False)])
+    ba = np.array([logit(tiny_pairrm, s, y, x) for s, x, y in zip(inputs, a, b, strict=False)])
     got_ab = blender.compare(inputs, a, b, mode="[A,B]", return_logits=True)
     got_ba = blender.compare(inputs, a, b, mode="[B,A]", return_logits=True)
     combined = blender.compare(inputs, a, b, return_logits=True)
@@ -188,7 +188,7 @@ def test_compare_modes_and_orientation(blender: Blender, tiny_pairrm):
 def test_compare_combined_equals_the_two_candidate_rank_difference(blender: Blender):
     # The original computed the default mode as rank scores s_A - s_B; it is the same number.
     a, b = ["hi!", "I hate you!"], ["f**k off!", "I love you, too!"]
-    scores = blender.rank(INPUTS, [[x, y] for x, y in zip(a, b)], return_scores=True)
+    scores = blender.rank(INPUTS, [[x, y] for x, y in zip(a, b, strict=False)], return_scores=True)
     combined = blender.compare(INPUTS, a, b, return_logits=True)
     np.testing.assert_allclose(combined, scores[:, 0] - scores[:, 1], atol=ATOL)
 
@@ -223,7 +223,7 @@ def test_rank_with_ref_scores(blender: Blender, tiny_pairrm, ref_mode: str):
     scores = blender.rank_with_ref(INPUTS, CANDIDATES, return_scores=True, ref_mode=ref_mode)
     assert scores.dtype == np.float64 and scores.shape == (2, 3)
     refs = pick_references(CANDIDATES, ref_mode)
-    for i, (source, cands) in enumerate(zip(INPUTS, CANDIDATES)):
+    for i, (source, cands) in enumerate(zip(INPUTS, CANDIDATES, strict=False)):
         for j, cand in enumerate(cands):
             if cand == refs[i]:
                 assert scores[i, j] == 0.0  # exactly
@@ -239,7 +239,7 @@ def test_rank_with_ref_explicit_references_and_readme_mode(blender: Blender, tin
     refs = ["a totally external reference answer", "me too"]
     scores = blender.rank_with_ref(INPUTS, CANDIDATES, return_scores=True, ref_candidates=refs)
     want = [[logit(tiny_pairrm, s, c, r) - logit(tiny_pairrm, s, r, c) for c in cands]
-            for s, cands, r in zip(INPUTS, CANDIDATES, refs)]
+            for s, cands, r in zip(INPUTS, CANDIDATES, refs, strict=False)]
     np.testing.assert_allclose(scores, want, atol=ATOL)
     # README: mode="longest" (compat: a reference mode given as `mode`).
     readme = blender.rank_with_ref(INPUTS, CANDIDATES, return_scores=True, batch_size=2, mode="longest")
@@ -328,11 +328,11 @@ def test_bubble_selection_follows_the_seeded_permutation(blender: Blender, tiny_
     cands = [CANDIDATES[0] + ["fine thanks, and you?"], CANDIDATES[1] + ["whatever"]]
     torch.manual_seed(7)
     perm = torch.randperm(4).tolist()  # one permutation for the whole batch, as the original
-    orders = [_simulate_bubble(tiny_pairrm, s, c, perm, worst) for s, c in zip(INPUTS, cands)]
+    orders = [_simulate_bubble(tiny_pairrm, s, c, perm, worst) for s, c in zip(INPUTS, cands, strict=False)]
     select = blender.get_worst_of_n if worst else blender.get_best_of_n
     torch.manual_seed(7)
     got_all = select(INPUTS, cands, return_all=True)
-    assert got_all == [[c[k] for k in order] for c, order in zip(cands, orders)]
+    assert got_all == [[c[k] for k in order] for c, order in zip(cands, orders, strict=False)]
     torch.manual_seed(7)
     assert select(INPUTS, cands) == [row[0] for row in got_all]
 
@@ -355,7 +355,7 @@ def test_bubble_uses_2_n_minus_1_comparisons_and_ties_go_to_the_later(blender: B
 
 
 def test_full_selection_uses_ranks(blender: Blender, tiny_pairrm):
-    scores = [expected_scores(tiny_pairrm, s, c) for s, c in zip(INPUTS, CANDIDATES)]
+    scores = [expected_scores(tiny_pairrm, s, c) for s, c in zip(INPUTS, CANDIDATES, strict=False)]
     best = blender.get_best_of_n(INPUTS, CANDIDATES, pairrm_cmp_type="full", return_all=True)
     worst = blender.get_worst_of_n(INPUTS, CANDIDATES, pairrm_cmp_type="full", return_all=True)
     for k in range(2):
@@ -419,8 +419,8 @@ def test_pointwise_reward_model(tiny_deberta_rm_dir: Path):
     b = Blender()
     b.loadranker(str(tiny_deberta_rm_dir), device="cpu")
     instructions = ["Be kind. ", ""]
-    sources = [i + x for i, x in zip(instructions, INPUTS)]
-    want = _rm_logits(tiny_deberta_rm_dir, [(s, c) for s, cands in zip(sources, CANDIDATES) for c in cands])
+    sources = [i + x for i, x in zip(instructions, INPUTS, strict=False)]
+    want = _rm_logits(tiny_deberta_rm_dir, [(s, c) for s, cands in zip(sources, CANDIDATES, strict=False) for c in cands])
     want = want.reshape(2, 3)
     scores = b.rank(INPUTS, CANDIDATES, instructions, return_scores=True)
     assert scores.dtype == np.float32
@@ -434,7 +434,7 @@ def test_pointwise_reward_model(tiny_deberta_rm_dir: Path):
     assert rewards[:, 0].tolist() == [0.0, 0.0]
     np.testing.assert_allclose(rewards, want - want[:, :1], atol=ATOL)
     best = b.get_best_of_n(INPUTS, CANDIDATES, instructions)  # bubble is PairRM-only: full ranking
-    assert best == [cands[int(np.argmax(w))] for cands, w in zip(CANDIDATES, want)]
+    assert best == [cands[int(np.argmax(w))] for cands, w in zip(CANDIDATES, want, strict=False)]
 
 
 def test_reward_model_detection(tiny_deberta_rm_dir: Path, tiny_backbone_dir: Path, tmp_path: Path):
@@ -544,7 +544,7 @@ def test_best_of_n_generate_ranks_the_samples(blender: Blender, tiny_lm):
     expected = blender.get_best_of_n(INPUTS, samples, return_all=True)
     torch.manual_seed(11)
     got = blender.best_of_n_generate(model, tokenizer, INPUTS, n=4, max_new_tokens=6, return_all=True)
-    assert got == expected and all(sorted(g) == sorted(s) for g, s in zip(got, samples))
+    assert got == expected and all(sorted(g) == sorted(s) for g, s in zip(got, samples, strict=False))
 
 
 # ----------------------------------------------------------------------------- README snippets

@@ -22,7 +22,8 @@ import torch
 from ensemble.compat.blender import Blender
 from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.pairrm import PairRM, PairRMRanker, bubble_select, pair_logits
-from ensemble.rankers.pairrm.scoring import full_matrices, ranks_from_scores, scores_from_matrix
+from ensemble.rankers.pairrm.scoring import full_matrices, scores_from_matrix
+from ensemble.rankers.ranks import ranks_from_scores
 from tests.pairrm.test_http import _client
 
 

@@ -10,11 +10,13 @@ import httpx
 import numpy as np
 import pytest
 
-from ensemble.config import PairRMRankerConfig, parse_config
+from ensemble.config import PairRMRankerConfig
 from ensemble.rankers.base import Ranker
 from ensemble.rankers.pairrm import PairRM, PairRMRanker, full_matrix, scores_from_matrix
 from ensemble.types import ChatMessage, Ranking, ServedModel
 from gateway.app import create_app
+from gateway.config import parse_config
+from gateway.state import state_of
 
 PROMPT = "hello, how are you!"
 CANDS = ["get out!", "hi! I am fine, thanks!", "bye!"]
@@ -159,7 +161,7 @@ async def test_rank_service_built_by_the_real_engine(tiny_pairrm_hf_dir: Path, t
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=transport, base_url="http://test") as client:
-        assert await app.state.loading.wait() == "ok"  # models load in the background
+        assert await state_of(app).loading.wait() == "ok"  # models load in the background
         response = await client.post("/v1/rank", json={"prompt": PROMPT, "candidates": CANDS})
     assert response.status_code == 200, response.text
     expected = scores_from_matrix(full_matrix(tiny_pairrm, [PROMPT], [CANDS]))[0]

@@ -65,7 +65,7 @@ async def test_concurrent_requests_share_one_batch(ranker: PairRMRanker):
     together = await asyncio.gather(*(ranker.rank(p, ANSWERS[:3]) for p in prompts))
     assert calls == [18]  # 3 requests x 3*2 ordered pairs, one forward pool
     alone = [await ranker.rank(p, ANSWERS[:3]) for p in prompts]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=False):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
         assert a.ranks == b.ranks
 

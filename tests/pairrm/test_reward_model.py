@@ -79,7 +79,7 @@ async def test_concurrent_requests_batch_together(tiny_deberta_rm_dir: Path):
     finally:
         await ranker.aclose()
     assert calls[0] == 9
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=False):
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
 
 

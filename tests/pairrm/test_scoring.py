@@ -27,7 +27,7 @@ def test_full_matrix_is_all_ordered_pair_logits(tiny_pairrm: PairRM):
     m = full_matrix(tiny_pairrm, SOURCES, CANDS)
     assert m.shape == (2, 3, 3) and m.dtype == np.float32
     assert (np.diagonal(m, axis1=1, axis2=2) == 0).all()
-    for b, (src, cands) in enumerate(zip(SOURCES, CANDS)):
+    for b, (src, cands) in enumerate(zip(SOURCES, CANDS, strict=False)):
         for i in range(3):
             for j in range(3):
                 if i != j:

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ensemble.config import parse_config
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.gateway.conftest import running_server
 from tests.pairrm.conftest import tiny_checkpoints, tiny_pairrm_hf_dir
 

@@ -24,11 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytest.importorskip("ray.serve")
 
-from ensemble.config import BlendgateConfig, GenFuserConfig, PairRMRankerConfig, parse_config
+from ensemble.config import GenFuserConfig, PairRMRankerConfig
 from ensemble.errors import FuserError
 from ensemble.fusers.genfuser import GenFuser
 from ensemble.rankers.pairrm import PairRMRanker
 from ensemble.types import ChatMessage, SamplingParams
+from gateway.config import GatewayConfig, parse_config
 from tests.fixtures.fake_upstreams import start_fake_upstreams
 from tests.gateway.conftest import free_port
 from tests.genfuser.tiny_t5 import build_tiny_checkpoint
@@ -46,7 +47,7 @@ def _genfuser(checkpoint: Path) -> dict[str, Any]:
             "num_beams": 1, "max_new_tokens": 12}  # greedy: streamed, deterministic
 
 
-def _config(checkpoint: Path, fuser_checkpoint: Path, upstream: str) -> BlendgateConfig:
+def _config(checkpoint: Path, fuser_checkpoint: Path, upstream: str) -> GatewayConfig:
     members = [{"backend": "ok", "samples": 3}]
     return parse_config({
         "server": {"api_keys_env": None},

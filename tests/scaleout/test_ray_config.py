@@ -10,10 +10,10 @@ import yaml
 
 pytest.importorskip("ray.serve")
 
-from ensemble.config import parse_config
 from ensemble.errors import ConfigError
-from ensemble.ray_serve import deployment_options
+from gateway.config import parse_config
 from gateway.ray_app import app_builder, build_application, model_fusers, model_rankers
+from gateway.ray_config import deployment_options
 
 PAIRRM = {"type": "pairrm", "checkpoint": "some/dir", "device": "cpu"}
 

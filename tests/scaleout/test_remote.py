@@ -170,7 +170,6 @@ async def test_ranker_http_errors_keep_in_process_types(ranker_url: str) -> None
 
 def _engine_config(ranker: dict[str, object], fuser: dict[str, object]) -> dict[str, object]:
     return {
-        "server": {"api_keys_env": None},
         "backends": {n: {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": n}
                      for n in ("a", "b", "c")},
         "models": [{"type": "ensemble", "id": "blend", "members": [{"backend": "a"}, {"backend": "b"},

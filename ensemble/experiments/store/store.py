@@ -37,6 +37,12 @@ from ensemble.experiments.events import (
     VerdictEvent,
 )
 from ensemble.experiments.store.migrate import upgrade_to_head
+from ensemble.experiments.store.rows import (
+    CompletionCost,
+    CompletionRef,
+    FeedbackTally,
+    VerdictCount,
+)
 from ensemble.experiments.store.schema import (
     CompletionRow,
     EvalAnswerRow,
@@ -68,16 +74,6 @@ class StoreStats:
     lost: int = 0  # events in batches that failed to write
     failed_batches: int = 0
     healthy: bool = True  # the last write (or the open) succeeded
-
-
-@dataclass(frozen=True)
-class CompletionRef:
-    """What feedback needs to know about the completion it votes on."""
-
-    id: str
-    model: str
-    experiment: str | None
-    arm: str | None
 
 
 class ExperimentStore:
@@ -222,21 +218,21 @@ class ExperimentStore:
         rows = await self._read(query)
         return CompletionRef(*rows[0]) if rows else None
 
-    async def completions(self, experiment: str, role: str = "served") -> list[Any]:
-        """(arm, latency_s, prompt_tokens, completion_tokens) of an experiment's requests."""
+    async def completions(self, experiment: str, role: str = "served") -> list[CompletionCost]:
+        """Arm, latency and tokens of an experiment's answered requests in ``role``."""
         table = CompletionRow.__table__
         query = select(table.c.arm, table.c.latency_s, table.c.prompt_tokens,
                        table.c.completion_tokens).where(
             table.c.experiment == experiment, table.c.role == role, table.c.status == "ok")
-        return list(await self._read(query))
+        return [CompletionCost(*row) for row in await self._read(query)]
 
-    async def verdict_counts(self, experiment: str) -> list[tuple[str, str, str, int]]:
-        """(arm, baseline_arm, outcome, count) of an experiment's verdicts."""
+    async def verdict_counts(self, experiment: str) -> list[VerdictCount]:
+        """How often each arm got each outcome against each baseline, in an experiment."""
         table = VerdictRow.__table__
         query = select(table.c.arm, table.c.baseline_arm, table.c.outcome,
                        func.count()).where(table.c.experiment == experiment).group_by(
             table.c.arm, table.c.baseline_arm, table.c.outcome)
-        return [tuple(row) for row in await self._read(query)]  # type: ignore[misc]
+        return [VerdictCount(*row) for row in await self._read(query)]
 
     async def verdict_sequence(self, experiment: str, arm: str) -> list[str]:
         """Outcomes for ``arm`` (from its side) in the order they were judged."""
@@ -248,14 +244,15 @@ class ExperimentStore:
         flip = {"win": "loss", "loss": "win", "tie": "tie"}
         return [o if a == arm else flip[o] for a, o in await self._read(query)]
 
-    async def feedback_by(self, column: str, experiment: str | None = None) -> list[Any]:
-        """(key, votes, mean score) of feedback grouped by ``arm`` or ``model``."""
+    async def feedback_by(self, column: str, experiment: str | None = None
+                          ) -> list[FeedbackTally]:
+        """Votes and mean score of feedback grouped by ``column``: ``arm`` or ``model``."""
         table = FeedbackRow.__table__
         key = table.c[column]
         query = select(key, func.count(), func.avg(table.c.score)).group_by(key)
         if experiment is not None:
             query = query.where(table.c.experiment == experiment)
-        return list(await self._read(query))
+        return [FeedbackTally(*row) for row in await self._read(query)]
 
     async def eval_answers(self, keys: Iterable[str]) -> dict[str, EvalAnswer]:
         wanted = list(keys)

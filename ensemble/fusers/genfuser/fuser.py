@@ -28,9 +28,8 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import torch
-
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
+from ensemble.concurrency import ThreadFeed
 from ensemble.config import GenFuserConfig
 from ensemble.errors import FuserError
 from ensemble.fusers.base import Fuser
@@ -92,7 +91,7 @@ class GenFuser:
             loaded = load_fuser(cfg.checkpoint, cache_dir=cfg.cache_dir, device=cfg.device,
                                 dtype=cfg.dtype)
             if loaded.device.type == "cpu":
-                torch.set_num_threads(cfg.threads)  # process-wide; see GenFuserConfig.threads
+                request_torch_threads(cfg.threads, "genfuser")  # see GenFuserConfig.threads
             return loaded
 
         try:
@@ -162,23 +161,18 @@ class GenFuser:
             raise FuserError(f"genfuser generation failed: {type(exc).__name__}: {exc}") from exc
 
     async def _deltas(self, prompt: FusePrompt, decoding: Decoding) -> AsyncIterator[TextDelta]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[TextDelta] = asyncio.Queue()
-
-        def emit(delta: TextDelta) -> None:  # device thread -> event loop
-            with contextlib.suppress(RuntimeError):  # loop already closed: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, delta)
-
-        job = FuseJob(prompt=prompt, decoding=decoding, sink=RowSink(self._loaded.tokenizer, emit))
+        feed: ThreadFeed[TextDelta] = ThreadFeed()  # device thread -> event loop
+        job = FuseJob(prompt=prompt, decoding=decoding,
+                      sink=RowSink(self._loaded.tokenizer, feed.put))
         task = asyncio.ensure_future(self._worker.submit(job))
         try:
             while True:
-                getter = asyncio.ensure_future(queue.get())
+                getter = asyncio.ensure_future(feed.get())
                 await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
                 if not getter.done():
                     getter.cancel()
                     task.result()  # the batch failed before this row closed: raise its error
-                    if queue.empty():
+                    if feed.empty():
                         raise FuserError("genfuser: generation ended without a final delta")
                     continue
                 delta = getter.result()

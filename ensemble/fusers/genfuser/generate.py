@@ -26,7 +26,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from ensemble.config import GenFuserConfig
 from ensemble.fusers.genfuser.model import LoadedFuser
-from ensemble.fusers.genfuser.prompt import FusePrompt, pad_rows
+from ensemble.fusers.genfuser.prompt import FusePrompt, truncate_and_pad
 from ensemble.types import SamplingParams, TextDelta, Usage
 
 
@@ -181,7 +181,7 @@ def generate_ids(
     loaded: LoadedFuser, rows: Sequence[Sequence[int]], max_length: int, **kwargs: Any
 ) -> torch.Tensor:
     """Pad, trim all-pad columns and ``generate``; returns the output ids ``[rows, T]``."""
-    ids, mask = pad_rows(rows, loaded.pad_token_id, max_length)
+    ids, mask = truncate_and_pad(rows, loaded.pad_token_id, max_length)
     input_ids = torch.tensor(ids, dtype=torch.long, device=loaded.device)
     attention_mask = torch.tensor(mask, dtype=torch.long, device=loaded.device)
     with torch.inference_mode():

@@ -102,17 +102,18 @@ def encode_input(
     )
 
 
-def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, max_length: int = MAX_LENGTH
-             ) -> tuple[list[list[int]], list[list[int]]]:
-    """Right-pad to ``max_length`` then drop the columns that are padding in every row.
+def truncate_and_pad(rows: Sequence[Sequence[int]], pad_id: int, max_length: int = MAX_LENGTH
+                     ) -> tuple[list[list[int]], list[list[int]]]:
+    """Cut each row to ``max_length``, then right-pad to the longest cut row.
 
-    This is the original's "pad to max_length, trim all-pad columns per batch" and ends at
+    This is the original's "pad to max_length, trim all-pad columns per batch", which ends at
     the longest row. Returns ``(input_ids, attention_mask)`` as nested lists.
     """
-    ids = [list(r[:max_length]) + [pad_id] * (max_length - len(r[:max_length])) for r in rows]
-    mask = [[1] * len(r[:max_length]) + [0] * (max_length - len(r[:max_length])) for r in rows]
-    keep = [c for c in range(max_length) if any(m[c] for m in mask)]
-    return [[row[c] for c in keep] for row in ids], [[row[c] for c in keep] for row in mask]
+    cut = [list(r[:max_length]) for r in rows]
+    width = max((len(r) for r in cut), default=0)
+    ids = [r + [pad_id] * (width - len(r)) for r in cut]
+    mask = [[1] * len(r) + [0] * (width - len(r)) for r in cut]
+    return ids, mask
 
 
 def split_messages(messages: Sequence[ChatMessage]) -> tuple[str, str]:

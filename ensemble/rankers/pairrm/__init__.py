@@ -30,10 +30,10 @@ from ensemble.rankers.pairrm.scoring import (
     full_matrices,
     full_matrix,
     pair_logits,
-    ranks_from_scores,
     scores_from_matrix,
     wins_from_matrix,
 )
+from ensemble.rankers.ranks import ranks_from_scores  # the rank rule all rankers share
 
 __all__ = [
     "BubbleResult",

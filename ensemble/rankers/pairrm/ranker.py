@@ -27,10 +27,9 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
 from ensemble.checkpoints import public_name
-from ensemble.compute import BatchWorker
+from ensemble.compute import BatchWorker, request_torch_threads
 from ensemble.config import PairRMRankerConfig
 from ensemble.errors import RankerError
 from ensemble.rankers.base import Comparison
@@ -40,10 +39,10 @@ from ensemble.rankers.pairrm.scoring import (
     PairRM,
     Triple,
     pair_logits,
-    ranks_from_scores,
     scores_from_matrix,
     wins_from_matrix,
 )
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage, Ranking
 
 logger = logging.getLogger(__name__)
@@ -82,7 +81,7 @@ class PairRMRanker:
         )
 
         def build() -> PairRM:
-            torch.set_num_threads(cfg.threads)
+            request_torch_threads(cfg.threads, "pairrm ranker")
             pairrm = load_pairrm(cfg.checkpoint, device=cfg.device, dtype=cfg.dtype,
                                  cache_dir=cfg.cache_dir, max_batch_pairs=cfg.max_batch_pairs,
                                  max_batch_tokens=cfg.max_batch_tokens,

@@ -105,9 +105,9 @@ def encode_pair_rows(
     sources = sorted({s for s, _, _ in triples})
     candidates = sorted({c for _, a, b in triples for c in (a, b)})
     clean = [neutralise(t, pairrm.reserved) for t in sources]
-    source_ids = dict(zip(sources, encode_segments(pairrm.tokenizer, clean, SOURCE_TOKEN)))
+    source_ids = dict(zip(sources, encode_segments(pairrm.tokenizer, clean, SOURCE_TOKEN), strict=False))
     clean = [neutralise(t, pairrm.reserved) for t in candidates]
-    cand_ids = dict(zip(candidates, encode_segments(pairrm.tokenizer, clean, CANDIDATE_TOKEN)))
+    cand_ids = dict(zip(candidates, encode_segments(pairrm.tokenizer, clean, CANDIDATE_TOKEN), strict=False))
     return [
         pair_row(
             source_ids[s], cand_ids[a], cand_ids[b], pairrm.prefix_ids,
@@ -173,26 +173,14 @@ def wins_from_matrix(matrix: np.ndarray) -> np.ndarray:
     Each ordered pair votes once: candidate i wins it with i on the left when its logit is
     positive, and with i on the right when the logit is negative (at most 2(n-1) wins). These
     are LLM-Blender's rank-helper counts; its score helper's mean for the second term is a bug
-    (spec 1.7) and is not copied. Ranks: :func:`ranks_from_scores` of the wins.
+    (spec 1.7) and is not copied. Ranks: :func:`~ensemble.rankers.ranks.ranks_from_scores` of
+    the wins.
 
     >>> wins_from_matrix(np.array([[0, 1.0, 2.0], [-1.0, 0, 0.5], [-3.0, -0.5, 0]])).tolist()
     [4, 2, 0]
     """
     m = np.asarray(matrix)
     return ((m > 0).sum(axis=-1) + (m < 0).sum(axis=-2)).astype(np.int32)
-
-
-def ranks_from_scores(scores: np.ndarray) -> np.ndarray:
-    """Competition ranks, int32, same shape (1-D or 2-D): 1 = best, ties share the best rank.
-
-    >>> ranks_from_scores(np.array([1.0, 2.0, 2.0, 0.0])).tolist()
-    [3, 1, 1, 4]
-    """
-    s = np.asarray(scores)
-    if s.ndim not in (1, 2):
-        raise ValueError(f"scores must be 1-D or 2-D, got shape {s.shape}")
-    better = s[..., None, :] > s[..., :, None]  # [..., j, k]: s_k > s_j
-    return (1 + better.sum(axis=-1)).astype(np.int32)
 
 
 # ----------------------------------------------------------------------------- bubble selection
@@ -235,8 +223,8 @@ def bubble_select(
     process = np.zeros((batch, 3, n - 1), dtype=np.int64)  # [B, 3, n-1]
     for j in range(n - 1):
         nxt = int(perm[j + 1])
-        triples = [(src, cands[int(c)], cands[nxt]) for src, cands, c in zip(sources, candidates, carried)]
-        triples += [(src, cands[nxt], cands[int(c)]) for src, cands, c in zip(sources, candidates, carried)]
+        triples = [(src, cands[int(c)], cands[nxt]) for src, cands, c in zip(sources, candidates, carried, strict=False)]
+        triples += [(src, cands[nxt], cands[int(c)]) for src, cands, c in zip(sources, candidates, carried, strict=False)]
         logits = pair_logits(pairrm, triples, **limits)
         d = logits[:batch] - logits[batch:]  # [B]
         keep_next = d >= 0 if worst else d <= 0

@@ -13,8 +13,9 @@ from ensemble.backends.llamacpp import LlamaCppBackend
 from ensemble.backends.model_path import package_dir, resolve_gguf
 from ensemble.backends.openai_compat import OpenAICompatBackend
 from ensemble.backends.transformers_local import TransformersBackend
-from ensemble.config import LocalBackendConfig, OpenAIBackendConfig, load_config, parse_config
+from ensemble.config import LocalBackendConfig, OpenAIBackendConfig, parse_config
 from ensemble.errors import ConfigError
+from gateway.config import load_config
 
 REPO = Path(__file__).resolve().parents[3]
 

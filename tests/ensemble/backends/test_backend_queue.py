@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from ensemble.backends.openai_compat import OpenAICompatBackend
-from ensemble.config import OpenAIBackendConfig, parse_config
+from ensemble.config import OpenAIBackendConfig
 from ensemble.errors import OverloadedError
 from ensemble.types import ChatMessage, SamplingParams
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.gateway.conftest import running_server
 from tests.gateway.test_reliability import MESSAGES, _backend, wait_until

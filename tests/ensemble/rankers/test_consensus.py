@@ -13,7 +13,7 @@ from ensemble.config import ConsensusRankerConfig, NoRankerConfig
 from ensemble.rankers.consensus import ConsensusRanker
 from ensemble.rankers.factory import RankerCache
 from ensemble.rankers.passthrough import PassthroughRanker
-from ensemble.rankers.ranks import competition_ranks
+from ensemble.rankers.ranks import ranks_from_scores
 from ensemble.types import ChatMessage
 
 pytestmark = pytest.mark.slow
@@ -36,10 +36,10 @@ async def ranker() -> AsyncIterator[ConsensusRanker]:
 
 
 def test_competition_ranks_share_the_best_rank_and_leave_gaps() -> None:
-    assert competition_ranks([1, 2, 2, 0]) == [3, 1, 1, 4]
-    assert competition_ranks([0.5]) == [1]
-    assert competition_ranks([]) == []
-    assert competition_ranks([3, 3, 3]) == [1, 1, 1]
+    assert ranks_from_scores([1, 2, 2, 0]).tolist() == [3, 1, 1, 4]
+    assert ranks_from_scores([0.5]).tolist() == [1]
+    assert ranks_from_scores([]).tolist() == []
+    assert ranks_from_scores([3, 3, 3]).tolist() == [1, 1, 1]
 
 
 @in_module_loop

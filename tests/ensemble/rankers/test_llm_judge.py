@@ -15,12 +15,13 @@ import pytest
 
 from ensemble.backends.model_path import resolve_gguf
 from ensemble.backends.openai_compat import OpenAICompatBackend
-from ensemble.config import LLMJudgeRankerConfig, OpenAIBackendConfig, parse_config
+from ensemble.config import LLMJudgeRankerConfig, OpenAIBackendConfig
 from ensemble.errors import BackendConnectError, ConfigError, RankerError
 from ensemble.rankers.factory import RankerCache, build_ranker
 from ensemble.rankers.llm_judge import PairwiseJudge, PointwiseJudge, verdict_logit
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
 from gateway.app import create_app
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams
 from tests.fixtures.llama_server import start_llama_server
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from ensemble.config import parse_config
 from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
 from ensemble.types import BlendRequest, ChatMessage, SamplingParams
+from gateway.config import parse_config
 from tests.fixtures.fake_upstreams import FakeUpstreams
 
 ASK = (ChatMessage("user", "Name a fox."),)

@@ -1,92 +1,26 @@
-"""The Responses API (``POST /v1/responses``), text and function-tool subset, over chat.
-
-A Responses request becomes a ``ChatCompletionRequest`` (``to_chat_request``) and is served by
-the same engine path as chat completions, pass-through models and ensembles alike; the
-result is framed as a ``response`` object, or as the streamed events ``response.created``,
-``response.output_item.added``, ``response.output_text.delta`` ... ``response.completed``.
-
-Served: ``input`` as a string or a list of messages (text parts), ``function_call`` and
-``function_call_output`` items; ``instructions``; function ``tools`` and ``tool_choice``;
-``text.format`` (text, json_object, json_schema); ``max_output_tokens``, ``temperature``,
-``top_p``; ``stream``. Not served (400): ``previous_response_id`` and ``conversation`` (no
-state is stored), built-in tools (web search, file search, ...), non-text inputs.
-
-Reference: https://platform.openai.com/docs/api-reference/responses
-"""
+"""Responses request -> ``ChatCompletionRequest`` (served by the chat path), and engine
+results -> the ``response`` object (``ResponseFrame`` builds what every object and event of
+one request repeats)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from ensemble.backends.openai_wire import merge_tool_call_deltas
 from ensemble.errors import InvalidParamsError
-from ensemble.types import BlendResult, StreamEnd, TextDelta, Usage
+from ensemble.types import BlendResult, Usage
 from gateway.errors import from_validation_error
-from gateway.protocol import ChatCompletionRequest, OpenAIBaseModel
-
-
-class InputPart(OpenAIBaseModel):
-    type: str
-    text: str | None = None
-
-
-class InputItem(OpenAIBaseModel):
-    """A message (``role`` + ``content``), a ``function_call`` or a ``function_call_output``."""
-
-    type: str = "message"
-    role: Literal["user", "assistant", "system", "developer"] | None = None
-    content: str | list[InputPart] | None = None
-    call_id: str | None = None
-    name: str | None = None
-    arguments: str | None = None
-    output: str | None = None
-
-
-class FunctionTool(OpenAIBaseModel):
-    type: str
-    name: str | None = None
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class TextFormat(OpenAIBaseModel):
-    type: Literal["text", "json_object", "json_schema"] = "text"
-    name: str | None = None
-    schema_: dict[str, Any] | None = Field(None, alias="schema")
-    description: str | None = None
-    strict: bool | None = None
-
-
-class TextConfig(OpenAIBaseModel):
-    format: TextFormat | None = None
-
-
-class ResponsesRequest(OpenAIBaseModel):
-    model: str
-    input: str | list[InputItem]
-    instructions: str | None = None
-    tools: list[FunctionTool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    text: TextConfig | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float | None = Field(None, ge=0.0, le=1.0)
-    stream: bool = False
-    store: bool | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
-    previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
-
-
-# --------------------------------------------------------------------------- request
+from gateway.protocol import ChatCompletionRequest
+from gateway.responses.protocol import (
+    FunctionTool,
+    InputItem,
+    InputPart,
+    ResponseObject,
+    ResponsesRequest,
+)
 
 
 def to_chat_request(request: ResponsesRequest) -> ChatCompletionRequest:
@@ -170,30 +104,6 @@ def _chat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
     return choice
 
 
-# --------------------------------------------------------------------------- response
-
-
-class ResponseObject(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    id: str
-    object: Literal["response"] = "response"
-    created_at: int
-    status: str
-    model: str
-    output: list[dict[str, Any]]
-    usage: dict[str, Any] | None = None
-
-
-class ResponseEvent(BaseModel):
-    """One streamed event; ``type`` names it, the other fields depend on it."""
-
-    model_config = ConfigDict(extra="allow")
-
-    type: str
-    sequence_number: int
-
-
 def _usage(usage: Usage) -> dict[str, Any]:
     return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens, "input_tokens_details": {"cached_tokens": 0},
@@ -254,78 +164,3 @@ def to_response(frame: ResponseFrame, result: BlendResult) -> ResponseObject:
     if status == "incomplete":
         response.incomplete_details = {"reason": "max_output_tokens"}  # type: ignore[attr-defined]
     return response
-
-
-async def to_events(
-    events: AsyncIterator[TextDelta | StreamEnd],
-    frame: ResponseFrame,
-    on_end: Callable[[StreamEnd], None],
-) -> AsyncGenerator[ResponseEvent, None]:
-    """Engine events (choice 0) -> the Responses API's streamed events, in OpenAI's order."""
-    number = 0
-
-    def event(kind: str, **fields: Any) -> ResponseEvent:
-        nonlocal number
-        number += 1
-        return ResponseEvent(type=kind, sequence_number=number - 1, **fields)
-
-    text: list[str] = []
-    calls: list[Any] = []
-    opened = False
-    yield event("response.created", response=frame.response("in_progress", []))
-    yield event("response.in_progress", response=frame.response("in_progress", []))
-    try:
-        async for item in events:
-            if isinstance(item, StreamEnd):
-                on_end(item)
-                whole_calls = merge_tool_call_deltas(calls)
-                async for closing in _close_items(event, frame, text, whole_calls, opened):
-                    yield closing
-                output = frame.output("".join(text), whole_calls)
-                yield event("response.completed",
-                            response=frame.response("completed", output, item.usage))
-                return
-            if item.index != 0:
-                continue
-            calls.extend(item.tool_calls)
-            if item.text:
-                if not opened:
-                    opened = True
-                    yield event("response.output_item.added", output_index=0,
-                                item=frame.message("", "in_progress"))
-                    yield event("response.content_part.added", item_id=frame.message_id,
-                                output_index=0, content_index=0,
-                                part={"type": "output_text", "text": "", "annotations": []})
-                text.append(item.text)
-                yield event("response.output_text.delta", item_id=frame.message_id,
-                            output_index=0, content_index=0, delta=item.text, logprobs=[])
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
-async def _close_items(
-    event: Callable[..., ResponseEvent], frame: ResponseFrame, text: list[str],
-    calls: Sequence[Any], opened: bool,
-) -> AsyncIterator[ResponseEvent]:
-    """The ``.done`` events of the message, then each function call as a whole item."""
-    index = 0
-    if opened:
-        whole = "".join(text)
-        part = {"type": "output_text", "text": whole, "annotations": []}
-        yield event("response.output_text.done", item_id=frame.message_id, output_index=0,
-                    content_index=0, text=whole, logprobs=[])
-        yield event("response.content_part.done", item_id=frame.message_id, output_index=0,
-                    content_index=0, part=part)
-        yield event("response.output_item.done", output_index=0, item=frame.message(whole))
-        index = 1
-    for i, call in enumerate(calls):
-        item = frame.function_call(call, i)
-        yield event("response.output_item.added", output_index=index + i,
-                    item={**item, "arguments": "", "status": "in_progress"})
-        yield event("response.function_call_arguments.delta", item_id=item["id"],
-                    output_index=index + i, delta=item["arguments"])
-        yield event("response.function_call_arguments.done", item_id=item["id"],
-                    output_index=index + i, arguments=item["arguments"])
-        yield event("response.output_item.done", output_index=index + i, item=item)
