@@ -230,12 +230,14 @@ class Blender(FusionMixin):
 
     # ------------------------------------------------------------------------- loading
 
-    def loadranker(self, ranker_path: str, device: str | None = None, **kwargs: Any) -> None:
+    def loadranker(self, ranker_path: str, device: str | torch.device | None = None,
+                   **kwargs: Any) -> None:
         """Load a PairRM checkpoint: a hub id, a cached repo or a local directory.
 
         Both public layouts load (``llm-blender/PairRM`` and ``llm-blender/PairRM-hf``); the
         original's download location ``<cache_dir>/<ranker_path>`` is also looked up.
-        ``device`` defaults to "cuda" when available, else "cpu" (the original: always "cuda").
+        ``device`` (a string or a ``torch.device``, such as TRL's ``Accelerator().device``)
+        defaults to "cuda" when available, else "cpu" (the original: always "cuda").
         ``kwargs``: ``cache_dir``, ``source_maxlength``, ``candidate_maxlength`` and ``fp16``
         (default true: float16 on CUDA/MPS, float32 elsewhere, as the original); for PairRM also
         ``attention`` ("sdpa" default, or "eager") and ``compile`` (default false), see
@@ -246,7 +248,7 @@ class Blender(FusionMixin):
             raise TypeError(f"loadranker() got unsupported options {unknown}; use {RANKER_OPTIONS}")
         cache_dir = kwargs.get("cache_dir")
         cache_dir = None if cache_dir is None else str(cache_dir)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = str(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
         half = bool(kwargs.get("fp16", True)) and torch.device(device).type in ("cuda", "mps")
         dtype: Literal["float16", "float32"] = "float16" if half else "float32"
         # One resolver for every model file: local dir, <cache_dir>/<id>, the HF cache, the hub.
