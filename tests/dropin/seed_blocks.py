@@ -13,7 +13,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-SEEDS = Path(__file__).resolve().parents[3] / "shared" / "seeds"
+# ../shared beside the clone, as for the other shared inputs (tests/gateway/test_open_webui_replay.py)
+SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
 README, MODEL_CARD = SEEDS / "llm-blender-readme.md", SEEDS / "pairrm-model-card.md"
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)\s*$")
 _HEADING = re.compile(r"^#{2,4}\s+(?P<title>.+?)\s*$")
