@@ -4,9 +4,10 @@
                     under the seed snippets' hub ids (cached_checkpoints.py); returns
                     {"root": HF_HOME, hub id: source directory of those files}
     run_blocks      run code blocks in a fresh interpreter with HF_HOME set to hf_home,
-                    HF_HUB_OFFLINE=1, one torch thread, and the drop-in's src/ (then the
-                    checkout) first on PYTHONPATH, so ``import llm_blender`` needs no install;
-                    returns run_blocks.py's report
+                    HF_HUB_OFFLINE=1, CUDA hidden and one torch thread (so results equal a
+                    CPU reference in this process on any host), and the drop-in's src/ (then
+                    the checkout) first on PYTHONPATH, so ``import llm_blender`` needs no
+                    install; returns run_blocks.py's report
     drop_in_src     compat/llm-blender/src
 """
 
@@ -45,7 +46,7 @@ def hf_home(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def snippet_env(hf_root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _CACHE_VARIABLES}
-    env.update(HF_HOME=str(hf_root), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+    env.update(HF_HOME=str(hf_root), HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1",
                MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
                PYTHONPATH=os.pathsep.join([str(DROP_IN_SRC), str(ROOT)]))
     return env

@@ -56,8 +56,7 @@ def test_the_judge_runs_unmodified_and_rank_returns_blenders_arrays(
     ranks = reference.rank(PROMPTS, COMPLETIONS)
 
     report = run_blocks([SCRIPT], [NAMES])["blocks"][0]
-    expected_device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert report["device"]["value"].startswith(expected_device)
+    assert report["device"]["value"] == "cpu"  # Accelerator().device, CUDA hidden (conftest.py)
     assert report["raw_ranks"] == {"type": "ndarray", "dtype": "int32", "shape": [3, 2],
                                    "value": ranks.tolist()}
     raw_scores = report["raw_scores"]

@@ -4,11 +4,12 @@ HF cache holds tiny checkpoints under the hub ids the blocks name (cached_checkp
 with ``HF_HUB_OFFLINE=1``.
 
 The blocks are parsed from shared/seeds/ at test time, so a changed seed is what runs.
-Substituted, and only there (``SUBSTITUTIONS``), where weights would come from:
+Substituted, and nothing else (``SUBSTITUTIONS``; weights come from the cache as named):
 
-- README "Load PairRM with hugging face": ``device_map="cuda:0"`` becomes ``"cpu"`` on a
-  host without CUDA (a CUDA host runs the line as written);
-- model card, the multi-turn conversation block: the two ``...,`` lines, which stand for
+- README "Load PairRM with hugging face": ``device_map="cuda:0"`` becomes ``"cpu"``: the
+  blocks run on CPU on every host (conftest.py hides CUDA), so that they can be compared
+  exactly with a CPU reference;
+- model card, the multi-turn conversation block: the two ``...`` lines, which stand for
   "more turns", are dropped. As written they put an ``Ellipsis`` into each conversation,
   which is no message (the original's turn validation rejects it as well).
 
@@ -46,8 +47,7 @@ HF_HEADING = "Load PairRM with hugging face `from_pretrained()`"
 CONVERSATION_HEADING = "Use Case 1: Comparing/Ranking output candidates given an instruction"
 # (document, heading) -> (old, new, how many times old occurs in that section's blocks)
 SUBSTITUTIONS: dict[tuple[str, str], list[tuple[str, str, int]]] = {
-    (README.name, HF_HEADING): ([] if torch.cuda.is_available()
-                                else [('device_map="cuda:0"', 'device_map="cpu"', 1)]),
+    (README.name, HF_HEADING): [('device_map="cuda:0"', 'device_map="cpu"', 1)],
     (MODEL_CARD.name, CONVERSATION_HEADING): [("    ...\n", "", 2)],
 }
 # The sections each case runs, in one session, in document order.
