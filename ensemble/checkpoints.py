@@ -1,12 +1,15 @@
-"""Find a checkpoint's files and load its tokenizer exactly as saved (PairRM, GenFuser, RMs).
+"""The one place model files are found (PairRM, GenFuser, reward models, ``Blender``), and the
+tokenizer loaded exactly as saved.
 
 Where a checkpoint (hub id or directory) is looked up, first match wins:
 
 1. ``checkpoint`` is an existing directory;
-2. ``<cache_dir>/<checkpoint>`` is a directory (LLM-Blender's plain download layout);
+2. ``<root>/<checkpoint>`` holds a ``config.json``, where root is ``cache_dir`` or, without one,
+   the hub cache directory (LLM-Blender 0.0.2's plain download layout);
 3. the Hugging Face cache (``cache_dir`` or the default hub cache, layout
-   ``models--org--name/snapshots/<rev>/``), read without network;
-4. a snapshot download (:func:`resolve_dir` only; :func:`find_local_dir` stops at 3).
+   ``models--org--name/snapshots/<rev>/``), read with ``local_files_only``;
+4. a download (:func:`resolve_dir`: a snapshot; :func:`resolve_file`: that one file), never
+   tried when ``HF_HUB_OFFLINE`` is set. :func:`find_local_dir` stops at 3.
 
 :func:`load_tokenizer_file` loads ``tokenizer.json`` verbatim. transformers 5's model-specific
 tokenizer classes (``T5Tokenizer``, ``DebertaV2Tokenizer``...) rebuild the normalizer,
@@ -20,6 +23,7 @@ its added tokens, and the special tokens named in ``tokenizer_config.json`` /
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,15 +51,7 @@ def find_local_dir(checkpoint: str, cache_dir: str | None = None) -> Path | None
     local = Path(checkpoint).expanduser()
     if local.is_dir():
         return local
-    if cache_dir is not None and (Path(cache_dir).expanduser() / checkpoint).is_dir():
-        return Path(cache_dir).expanduser() / checkpoint
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(checkpoint, cache_dir=cache_dir, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - not cached, or not a repo id at all
-        logger.debug("%s not in the Hugging Face cache (%s)", checkpoint, exc)
-        return None
+    return _plain_download_dir(checkpoint, cache_dir) or _cached_snapshot(checkpoint, cache_dir)
 
 
 def resolve_dir(checkpoint: str, cache_dir: str | None = None, *, key: str = "checkpoint") -> Path:
@@ -68,12 +64,55 @@ def resolve_dir(checkpoint: str, cache_dir: str | None = None, *, key: str = "ch
         return found
     from huggingface_hub import snapshot_download
 
+    return Path(_download(lambda: snapshot_download(checkpoint, cache_dir=cache_dir),
+                          checkpoint, cache_dir, key))
+
+
+def resolve_file(
+    checkpoint: str, filename: str, cache_dir: str | None = None, *, key: str = "checkpoint"
+) -> Path:
+    """One file of a checkpoint (e.g. a backbone's ``config.json``), downloaded alone if needed."""
+    found = find_local_dir(checkpoint, cache_dir)
+    if found is not None and (found / filename).is_file():
+        return found / filename
+    from huggingface_hub import hf_hub_download
+
+    return Path(_download(lambda: hf_hub_download(checkpoint, filename, cache_dir=cache_dir),
+                          f"{checkpoint}/{filename}", cache_dir, key))
+
+
+def _plain_download_dir(checkpoint: str, cache_dir: str | None) -> Path | None:
+    """Step 2: ``<cache_dir or hub cache>/<checkpoint>``, where llm-blender 0.0.2 downloaded."""
+    from huggingface_hub import constants
+
+    root = Path(cache_dir).expanduser() if cache_dir is not None else Path(constants.HF_HUB_CACHE)
+    candidate = root / checkpoint
+    return candidate if (candidate / "config.json").is_file() else None
+
+
+def _cached_snapshot(checkpoint: str, cache_dir: str | None) -> Path | None:
+    """Step 3: the snapshot in the Hugging Face cache, without network."""
+    from huggingface_hub import snapshot_download
+
     try:
-        return Path(snapshot_download(checkpoint, cache_dir=cache_dir))
+        return Path(snapshot_download(checkpoint, cache_dir=cache_dir, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - not cached, or not a repo id at all
+        logger.debug("%s not in the Hugging Face cache (%s)", checkpoint, exc)
+        return None
+
+
+def _download(fetch: Callable[[], str], what: str, cache_dir: str | None, key: str) -> str:
+    """Step 4, or a ``ConfigError`` saying why the files are not here."""
+    from huggingface_hub import constants
+
+    where = f"not a local directory, not in the Hugging Face cache ({cache_dir or 'default cache'})"
+    if constants.HF_HUB_OFFLINE:
+        raise ConfigError(f"cannot find {what!r}: {where}, and HF_HUB_OFFLINE is set", key=key)
+    try:
+        return fetch()
     except Exception as exc:
         raise ConfigError(
-            f"cannot find {checkpoint!r}: not a local directory, not in the Hugging Face cache "
-            f"({cache_dir or 'default cache'}), and the hub download failed "
+            f"cannot find {what!r}: {where}, and the hub download failed "
             f"({type(exc).__name__}: {exc})",
             key=key,
         ) from exc

@@ -16,7 +16,7 @@ from pathlib import Path
 import ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ensemble", "gateway")
+PACKAGES = ("ensemble", "gateway", "compat/llm-blender/src", "compat/llm-blender/_build")
 MAX_FUNCTION_LINES = 60
 
 

@@ -230,12 +230,14 @@ class Blender(FusionMixin):
 
     # ------------------------------------------------------------------------- loading
 
-    def loadranker(self, ranker_path: str, device: str | None = None, **kwargs: Any) -> None:
+    def loadranker(self, ranker_path: str, device: str | torch.device | None = None,
+                   **kwargs: Any) -> None:
         """Load a PairRM checkpoint: a hub id, a cached repo or a local directory.
 
         Both public layouts load (``llm-blender/PairRM`` and ``llm-blender/PairRM-hf``); the
         original's download location ``<cache_dir>/<ranker_path>`` is also looked up.
-        ``device`` defaults to "cuda" when available, else "cpu" (the original: always "cuda").
+        ``device`` (a string or a ``torch.device``, such as TRL's ``Accelerator().device``)
+        defaults to "cuda" when available, else "cpu" (the original: always "cuda").
         ``kwargs``: ``cache_dir``, ``source_maxlength``, ``candidate_maxlength`` and ``fp16``
         (default true: float16 on CUDA/MPS, float32 elsewhere, as the original); for PairRM also
         ``attention`` ("sdpa" default, or "eager") and ``compile`` (default false), see
@@ -246,11 +248,11 @@ class Blender(FusionMixin):
             raise TypeError(f"loadranker() got unsupported options {unknown}; use {RANKER_OPTIONS}")
         cache_dir = kwargs.get("cache_dir")
         cache_dir = None if cache_dir is None else str(cache_dir)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = str(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
         half = bool(kwargs.get("fp16", True)) and torch.device(device).type in ("cuda", "mps")
         dtype: Literal["float16", "float32"] = "float16" if half else "float32"
-        location = _original_download_dir(str(ranker_path), cache_dir)
-        directory = Path(location) if location else resolve_dir(str(ranker_path), cache_dir)
+        # One resolver for every model file: local dir, <cache_dir>/<id>, the HF cache, the hub.
+        directory = resolve_dir(str(ranker_path), cache_dir)
         if _is_pairrm_dir(directory):
             speed = {key: kwargs[key] for key in ("attention", "compile") if key in kwargs}
             self.ranker = load_pairrm(str(directory), device=device, dtype=dtype,
@@ -586,20 +588,6 @@ class Blender(FusionMixin):
 
 
 # ----------------------------------------------------------------------------- loading helpers
-
-
-def _original_download_dir(ranker_path: str, cache_dir: str | None) -> str | None:
-    """``<cache_dir>/<ranker_path>``, where llm-blender 0.0.2 downloaded snapshots, if present.
-
-    Without ``cache_dir`` the original used the transformers cache (the hub cache directory).
-    """
-    if Path(ranker_path).expanduser().is_dir():
-        return None
-    from huggingface_hub import constants
-
-    root = Path(cache_dir) if cache_dir is not None else Path(constants.HF_HUB_CACHE)
-    candidate = root / ranker_path
-    return str(candidate) if (candidate / "config.json").is_file() else None
 
 
 def _config_json(directory: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import torch
 
 from ensemble.fusers.genfuser.generate import generate_ids
 from ensemble.fusers.genfuser.model import LoadedFuser, load_fuser
@@ -109,19 +110,20 @@ class FusionMixin:
         """What the last ``loadfuser`` was given (the defaults before one)."""
         return self._fuser_settings
 
-    def loadfuser(self, fuser_name: str = DEFAULT_FUSER, device: str | None = None,
+    def loadfuser(self, fuser_name: str = DEFAULT_FUSER, device: str | torch.device | None = None,
                   **kwargs: Any) -> None:
         """Load a GenFuser checkpoint (hub id, local dir, or under ``cache_dir``).
 
         ``kwargs``: ``cache_dir``, ``max_length``, ``candidate_maxlength`` (or
         ``candidate_max_length``), ``torch_dtype`` (or ``dtype``: ``"auto"``, ``"float32"``,
-        ``"float16"``, ``"bfloat16"``). ``device`` None means CUDA when available, else CPU.
+        ``"float16"``, ``"bfloat16"``). ``device`` (a string or a ``torch.device``) None means
+        CUDA when available, else CPU.
         """
         unknown = sorted(set(kwargs) - set(_SETTING_NAMES))
         if unknown:
             raise TypeError(f"loadfuser: unsupported settings {unknown}; "
                             f"known: {sorted(_SETTING_NAMES)}")
-        settings = FuserSettings(checkpoint=fuser_name, device=device or "auto")
+        settings = FuserSettings(checkpoint=fuser_name, device=str(device) if device else "auto")
         settings = replace(settings, **{_SETTING_NAMES[k]: v for k, v in kwargs.items()})
         self._fuser = load_fuser(settings.checkpoint, cache_dir=settings.cache_dir,
                                  device=settings.device, dtype=settings.dtype)

@@ -54,3 +54,18 @@ def test_import_ensemble_does_not_import_torch_or_transformers() -> None:
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_compat_package_exports_the_drop_in_names_lazily() -> None:
+    code = (
+        "import sys\n"
+        "import ensemble.compat as compat\n"
+        "assert 'torch' not in sys.modules\n"
+        "from ensemble.compat.blender import Blender\n"
+        "from ensemble.fusers.topk import get_topk_candidates_from_ranks\n"
+        "from ensemble.rankers.pairrm.hf_model import DebertaV2PairRM\n"
+        "assert compat.Blender is Blender and compat.DebertaV2PairRM is DebertaV2PairRM\n"
+        "assert compat.get_topk_candidates_from_ranks is get_topk_candidates_from_ranks\n"
+        "assert sorted(compat.DROP_IN) == sorted(set(compat.__all__) - {'DROP_IN'})\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

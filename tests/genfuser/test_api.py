@@ -137,3 +137,11 @@ def test_loadfuser_settings(tiny_fuser_dir: Path) -> None:
     assert next(blender.fuser.model.parameters()).dtype == torch.bfloat16
     out = blender.fuse(["hello"], [["a", "b"]], num_beams=1)
     assert len(blender.fuser.tokenizer.encode(out[0], add_special_tokens=False)) <= 7
+
+
+def test_loadfuser_accepts_a_torch_device(tiny_fuser_dir: Path) -> None:
+    blender = Host()
+    blender.loadfuser(str(tiny_fuser_dir), device=torch.device("cpu"))
+    assert blender.fuser_settings.device == "cpu"
+    assert blender.fuser is not None
+    assert next(blender.fuser.model.parameters()).device == torch.device("cpu")

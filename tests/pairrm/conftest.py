@@ -69,15 +69,20 @@ def lively_pairrm_dir(tiny_checkpoints: dict[str, Path]) -> Path:
     directory = tiny_checkpoints["root"] / "PairRM-hf-lively"
     if not directory.exists():
         shutil.copytree(tiny_checkpoints["hf"], directory)
-        from safetensors.torch import load_file
-
-        state = load_file(str(directory / "model.safetensors"))
-        generator = torch.Generator().manual_seed(7)
-        for name, value in state.items():
-            if value.ndim == 2 and not name.startswith("head_layer"):
-                state[name] = (0.3 * torch.randn(value.shape, generator=generator)).contiguous()
-        save_file(state, str(directory / "model.safetensors"))
+        enliven(directory)
     return directory
+
+
+def enliven(directory: Path) -> None:
+    """Redraw the encoder matrices of ``directory/model.safetensors`` at std 0.3 (seeded)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(directory / "model.safetensors"))
+    generator = torch.Generator().manual_seed(7)
+    for name, value in state.items():
+        if value.ndim == 2 and not name.startswith("head_layer"):
+            state[name] = (0.3 * torch.randn(value.shape, generator=generator)).contiguous()
+    save_file(state, str(directory / "model.safetensors"))
 
 
 @pytest.fixture(scope="session")

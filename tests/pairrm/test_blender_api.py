@@ -78,6 +78,14 @@ def test_default_device_and_fp16_rule(tiny_pairrm_hf_dir: Path):
     assert next(cpu.ranker.model.parameters()).dtype == torch.float32
 
 
+def test_a_torch_device_is_accepted(tiny_pairrm_hf_dir: Path):
+    # TRL's PairRMJudge passed Accelerator().device, a torch.device, not a string.
+    b = Blender()
+    b.loadranker(str(tiny_pairrm_hf_dir), device=torch.device("cpu"))
+    assert b.device == "cpu"
+    assert next(b.ranker.model.parameters()).device == torch.device("cpu")
+
+
 def test_loadranker_length_overrides_and_unknown_options(tiny_pairrm_hf_dir: Path, tiny_pairrm):
     b = Blender()
     b.loadranker(str(tiny_pairrm_hf_dir), device="cpu", source_maxlength=16, candidate_maxlength=8)

@@ -10,6 +10,8 @@ Public names:
   :func:`wins_from_matrix`: the "max_wins" counts.
 - :func:`bubble_select` / :class:`BubbleResult`: the single random pass of spec 1.8.
 - :class:`PairRMModel`, :class:`PrefixIds` (``model.py``): the network.
+- :class:`DebertaV2PairRM` (``hf_model.py``): the same network as a transformers
+  ``PreTrainedModel`` (``from_pretrained`` of the ``-hf`` layout, ``.logits``).
 - :func:`chat_prompt` / :class:`ChatPrompt` (``inputs.py``): chat messages -> PairRM source.
 - :class:`PairRMRanker` (``ranker.py``): the gateway's batched ``Ranker``.
 
@@ -17,6 +19,7 @@ Importing this package imports torch and transformers.
 """
 
 from ensemble.rankers.pairrm.checkpoint import load_pairrm
+from ensemble.rankers.pairrm.hf_model import DebertaV2PairRM
 from ensemble.rankers.pairrm.inputs import ChatPrompt, chat_prompt
 from ensemble.rankers.pairrm.model import PairRMModel, PrefixIds
 from ensemble.rankers.pairrm.ranker import PairRMRanker
@@ -35,6 +38,7 @@ from ensemble.rankers.ranks import ranks_from_scores  # the rank rule all ranker
 __all__ = [
     "BubbleResult",
     "ChatPrompt",
+    "DebertaV2PairRM",
     "PairRM",
     "PairRMModel",
     "PairRMRanker",

@@ -1,8 +1,9 @@
 """Load a PairRM checkpoint in either public layout (spec section 2) into a :class:`PairRM`.
 
-Where the files come from: :func:`ensemble.checkpoints.resolve_dir` (a local directory, the
-Hugging Face cache without network, else a snapshot download; offline hosts get a
-:class:`ConfigError` that names the repo).
+Where the files come from: :func:`ensemble.checkpoints.resolve_dir` and, for an original-layout
+backbone's ``config.json``, :func:`ensemble.checkpoints.resolve_file` (a local directory, the
+Hugging Face cache without network, else a download; offline hosts get a :class:`ConfigError`
+that names the repo).
 
 Layouts (:func:`read_layout`):
 
@@ -46,7 +47,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from ensemble.checkpoints import has_tokenizer_file, load_tokenizer_file, resolve_dir
+from ensemble.checkpoints import (
+    has_tokenizer_file,
+    load_tokenizer_file,
+    resolve_dir,
+    resolve_file,
+)
 from ensemble.errors import ConfigError
 from ensemble.placement import resolve_device, resolve_dtype
 from ensemble.rankers.pairrm.attention import AttentionImpl
@@ -88,27 +94,13 @@ class Layout:
     declared_prefix_ids: PrefixIds | None
 
 
-# ----------------------------------------------------------------------------- locating files
-
-
-def _backbone_config_file(name: str, cache_dir: str | None) -> Path:
-    """``config.json`` of the backbone: local dir, HF cache, or download of that one file."""
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return local / "config.json"
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(name, "config.json", cache_dir=cache_dir, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - not cached: try the network next
-        logger.debug("%s/config.json not in the Hugging Face cache (%s)", name, exc)
-    return Path(hf_hub_download(name, "config.json", cache_dir=cache_dir))
+# ----------------------------------------------------------------------------- backbone config
 
 
 def _backbone_config(name: str, cache_dir: str | None) -> DebertaV2Config:
     """DebertaV2Config of the backbone named by an original-layout ranker config."""
     try:
-        path = _backbone_config_file(name, cache_dir)
+        path = resolve_file(name, "config.json", cache_dir)
         data = json.loads(path.read_text(encoding="utf-8"))
     except Exception as exc:
         if name != DEBERTA_V3_LARGE:

@@ -39,6 +39,54 @@ class PrefixIds:
         return cls(mask_id + 1, mask_id + 2, mask_id + 3, mask_id + 4)
 
 
+def pairwise_head(hidden: int, n_tasks: int, drop_out: float) -> nn.Sequential:
+    """LLM-Blender's head on [h_source; h_candidate] (both checkpoints' ``head_layer.*``)."""
+    # Index numbering is part of the checkpoint format: head_layer.1 and head_layer.4.
+    return nn.Sequential(
+        nn.Dropout(drop_out),
+        nn.Linear(2 * hidden, hidden),
+        nn.Tanh(),
+        nn.Dropout(drop_out),
+        nn.Linear(hidden, n_tasks),
+    )
+
+
+def pairwise_logits(
+    encoder: DebertaV2Model, head: nn.Module, prefix_ids: PrefixIds,
+    input_ids: torch.Tensor, attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Pairwise logits [B] (float32) for rows of ``input_ids`` [B, L] padded at the end.
+
+    Shared by :class:`PairRMModel` and the transformers ``DebertaV2PairRM``, so both give
+    the same numbers from the same weights.
+    """
+    # Drop columns that are padding in every row (both originals do this): L -> L'.
+    width = int(attention_mask.sum(dim=1).max().item())
+    input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
+    hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    h_src = gather_at_token(hidden, input_ids, prefix_ids.source)  # [B, H]
+    h_left = gather_at_token(hidden, input_ids, prefix_ids.candidate1)  # [B, H]
+    h_right = gather_at_token(hidden, input_ids, prefix_ids.candidate2)  # [B, H]
+    left = head(torch.cat([h_src, h_left], dim=-1))  # [B, n_tasks]
+    right = head(torch.cat([h_src, h_right], dim=-1))  # [B, n_tasks]
+    return (left - right).mean(dim=-1).float()  # [B]
+
+
+def gather_at_token(hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
+    """The hidden state [B, H] at the single position of ``token_id`` in every row."""
+    hits = input_ids == token_id  # [B, L']
+    counts = hits.sum(dim=1)  # [B]
+    if not bool((counts == 1).all()):
+        bad = int((counts != 1).nonzero()[0, 0])
+        raise ValueError(
+            f"row {bad} contains prompt token id {token_id} {int(counts[bad])} times; "
+            "each pair row must contain it exactly once"
+        )
+    positions = hits.int().argmax(dim=1)  # [B]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    return hidden[rows, positions]  # [B, H]
+
+
 class PairRMModel(nn.Module):
     """Encoder backbone (``pretrained_model``) + shared pairwise head (``head_layer``).
 
@@ -61,14 +109,7 @@ class PairRMModel(nn.Module):
             set_attention(self.pretrained_model, attention)
         else:  # transformers' own attention choice ("sdpa" where the model supports it)
             self.pretrained_model = AutoModel.from_config(config, attn_implementation=attention)
-        # Index numbering is part of the checkpoint format: head_layer.1 and head_layer.4.
-        self.head_layer = nn.Sequential(
-            nn.Dropout(drop_out),
-            nn.Linear(2 * hidden, hidden),
-            nn.Tanh(),
-            nn.Dropout(drop_out),
-            nn.Linear(hidden, n_tasks),
-        )
+        self.head_layer = pairwise_head(hidden, n_tasks, drop_out)
 
     @property
     def max_row_tokens(self) -> int | None:
@@ -80,30 +121,5 @@ class PairRMModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pairwise logits [B] (float32) for rows of ``input_ids`` [B, L] padded at the end."""
-        # Drop columns that are padding in every row (both originals do this): L -> L'.
-        width = int(attention_mask.sum(dim=1).max().item())
-        input_ids, attention_mask = input_ids[:, :width], attention_mask[:, :width]
-        hidden = self.pretrained_model(
-            input_ids=input_ids, attention_mask=attention_mask
-        ).last_hidden_state  # [B, L', H]
-        h_src = self._gather(hidden, input_ids, self.prefix_ids.source)  # [B, H]
-        h_left = self._gather(hidden, input_ids, self.prefix_ids.candidate1)  # [B, H]
-        h_right = self._gather(hidden, input_ids, self.prefix_ids.candidate2)  # [B, H]
-        left = self.head_layer(torch.cat([h_src, h_left], dim=-1))  # [B, n_tasks]
-        right = self.head_layer(torch.cat([h_src, h_right], dim=-1))  # [B, n_tasks]
-        return (left - right).mean(dim=-1).float()  # [B]
-
-    @staticmethod
-    def _gather(hidden: torch.Tensor, input_ids: torch.Tensor, token_id: int) -> torch.Tensor:
-        """The hidden state [B, H] at the single position of ``token_id`` in every row."""
-        hits = input_ids == token_id  # [B, L']
-        counts = hits.sum(dim=1)  # [B]
-        if not bool((counts == 1).all()):
-            bad = int((counts != 1).nonzero()[0, 0])
-            raise ValueError(
-                f"row {bad} contains prompt token id {token_id} {int(counts[bad])} times; "
-                "each pair row must contain it exactly once"
-            )
-        positions = hits.int().argmax(dim=1)  # [B]
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return hidden[rows, positions]  # [B, H]
+        return pairwise_logits(self.pretrained_model, self.head_layer, self.prefix_ids,
+                               input_ids, attention_mask)
