@@ -2,7 +2,7 @@
 
 Every server runs on 127.0.0.1 and every loop is bounded. ``blendgate serve`` is a subprocess
 (its CPU is read from /proc); its upstreams are ``fake_upstream.py`` (a fast, healthy OpenAI
-server, subprocess) and the fault servers of ``tests/fixtures/fake_upstreams.py`` (in this
+server, subprocess) and the fault servers of ``gateway/testing.py`` (in this
 process, on a thread: hang, 500, malformed, drop-mid-stream, stall, and a refused port).
 
 Cases, each one row of the table (requests, failures, 5xx, and a note):
@@ -49,7 +49,7 @@ sys.path.insert(0, str(HERE.parent))  # tests.fixtures: the fault servers the te
 from bench_common import free_port
 from bench_gateway import OUT, Server, cpu_seconds, machine, start, stop
 
-from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
+from gateway.testing import FakeUpstreams, start_fake_upstreams
 
 MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
 FAULTS = ("hang", "error500", "refused", "malformed", "drop_stream")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.fixtures.fake_upstreams import FakeUpstreams
+    from gateway.testing import FakeUpstreams
 
 GPU_TEST_DEVICE = "BLENDGATE_GPU_TEST_DEVICE"
 
@@ -56,7 +56,7 @@ def gpu_device() -> str:
 
 @pytest.fixture(scope="session")
 def _fake_upstreams_server() -> Iterator[FakeUpstreams]:
-    from tests.fixtures.fake_upstreams import start_fake_upstreams
+    from gateway.testing import start_fake_upstreams
 
     with start_fake_upstreams() as upstreams:
         yield upstreams

@@ -75,17 +75,8 @@ def test_no_function_is_longer_than_sixty_lines() -> None:
     assert not long, "functions over 60 lines:\n" + "\n".join(long)
 
 
-# Not migrated yet (other branches change them): tests/training/ and these files. The one hit
-# in llama_server.py (os's _exit) is the documented stdlib call, not a private name.
-PRIVATE_ACCESS_NOT_YET_MIGRATED = frozenset({
-    "tests/fixtures/fake_upstreams.py",
-    "tests/fixtures/llama_server.py",
-    "tests/fixtures/hub_cache.py",
-    "tests/ensemble/test_checkpoints.py",
-    "tests/experiments/test_store.py",
-    "tests/pairrm/test_hf_model.py",
-    "tests/gateway/test_routes_dropin.py",
-})
+# The one hit in llama_server.py (os's _exit) is the documented stdlib call, not a private name.
+PRIVATE_ACCESS_ALLOWED = frozenset({"tests/fixtures/llama_server.py"})
 
 
 def _private_attributes(tree: ast.AST) -> Iterator[tuple[int, str]]:
@@ -104,7 +95,7 @@ def _private_attributes(tree: ast.AST) -> Iterator[tuple[int, str]]:
 def _migrated_tests() -> Iterator[Path]:
     for path in sorted((ROOT / "tests").rglob("*.py")):
         name = path.relative_to(ROOT).as_posix()
-        if name.startswith("tests/training/") or name in PRIVATE_ACCESS_NOT_YET_MIGRATED:
+        if name in PRIVATE_ACCESS_ALLOWED:
             continue
         yield path
 
@@ -144,11 +135,6 @@ def test_tests_import_no_private_library_name() -> None:
     assert not private, "tests import private library names:\n" + "\n".join(private)
 
 
-# bench_reliability.py reuses the suite's fault servers (tests/fixtures/fake_upstreams.py),
-# which is not moved yet: other branches change that file.
-BENCHMARKS_IMPORTING_TESTS_NOT_YET_MIGRATED = frozenset({"benchmarks/bench_reliability.py"})
-
-
 def _imported_modules(tree: ast.AST) -> Iterator[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -162,7 +148,6 @@ def test_benchmarks_import_no_test_code() -> None:
     found = [
         f"{path.relative_to(ROOT)}:{line}: {module}"
         for path in sorted((ROOT / "benchmarks").rglob("*.py"))
-        if path.relative_to(ROOT).as_posix() not in BENCHMARKS_IMPORTING_TESTS_NOT_YET_MIGRATED
         for line, module in _imported_modules(ast.parse(path.read_text(), str(path)))
         if module == "tests" or module.startswith("tests.")
     ]

@@ -22,7 +22,7 @@ from ensemble.types import (
     StreamEnd,
     TextDelta,
 )
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 
 pytestmark = pytest.mark.slow
 

@@ -36,8 +36,8 @@ from ensemble.types import (
 )
 from gateway import config as gateway_config
 from gateway.settings import default_config_path
+from gateway.testing import FakeUpstreams
 from tests.ensemble.scripted import ScriptedBackend
-from tests.fixtures.fake_upstreams import FakeUpstreams
 
 ASK = [ChatMessage("system", "Be terse."), ChatMessage("user", "Why is the sky blue?")]
 

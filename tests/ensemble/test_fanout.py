@@ -11,8 +11,8 @@ from ensemble.backends.base import Backend
 from ensemble.errors import BackendStatusError, DeadlineExceeded, NoCandidatesError
 from ensemble.fanout import FanoutMember, fan_out
 from ensemble.types import ChatMessage, SamplingParams, Usage
+from gateway.testing import FakeUpstreams
 from tests.ensemble.scripted import ScriptedBackend
-from tests.fixtures.fake_upstreams import FakeUpstreams
 
 MESSAGES = [ChatMessage("user", "Say something.")]
 

@@ -19,8 +19,8 @@ from ensemble.experiments.evaluation.offline import EvalPlan, collect_answers
 from ensemble.experiments.store import ExperimentStore
 from ensemble.types import BlendRequest, BlendResult, Choice, Usage
 from gateway.cli import main
+from gateway.testing import FakeUpstreams, start_fake_upstreams
 from tests.experiments.conftest import sqlite_url
-from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
 from tests.pairrm.conftest import tiny_checkpoints, tiny_pairrm_hf_dir  # noqa: F401 - fixtures
 
 SHARED_DATA = Path(os.environ.get("BLENDGATE_EVAL_DATA")

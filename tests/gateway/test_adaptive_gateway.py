@@ -24,8 +24,8 @@ from gateway.app import create_app
 from gateway.cli import describe
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
+from gateway.testing import DEFAULT_TEXTS, FakeUpstreams
 from tests.experiments.conftest import sqlite_url
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 
 ASK = [{"role": "user", "content": "Tell me about foxes."}]
 

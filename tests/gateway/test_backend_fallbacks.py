@@ -19,7 +19,7 @@ import pytest
 from ensemble.errors import ConfigError
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
+from gateway.testing import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 FOX = DEFAULT_TEXTS[0]

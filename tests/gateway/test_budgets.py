@@ -28,7 +28,7 @@ from gateway.config import parse_config
 from gateway.errors import APIError
 from gateway.keys import KeyRecord, KeyRing, create_key, key_hash, read_keys, revoke_key
 from gateway.metrics import GatewayMetrics
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]

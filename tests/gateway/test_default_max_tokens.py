@@ -14,7 +14,7 @@ from ensemble.engine import BlendEngine
 from ensemble.errors import ConfigError
 from ensemble.types import BlendRequest, ChatMessage, SamplingParams
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 
 ASK = (ChatMessage("user", "Name a fox."),)
 

@@ -30,7 +30,7 @@ from gateway.cli import server_config
 from gateway.config import GatewayConfig
 from gateway.drain import DrainingServer
 from gateway.state import state_of
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine, free_port, make_config
 
 REPO = Path(__file__).resolve().parents[2]

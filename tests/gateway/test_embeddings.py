@@ -14,7 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import running_server
 
 SMOLLM2_WIDTH = 576  # SmolLM2-135M's hidden size

@@ -1,7 +1,7 @@
 """The gateway over the real ``BlendEngine`` (built by the app's lifespan) and fake upstreams.
 
 No model is loaded: members are OpenAI backends pointing at the fault servers of
-``tests/fixtures/fake_upstreams.py``, ranked by ``none`` and answered by the ``none`` fuser,
+``gateway/testing.py``, ranked by ``none`` and answered by the ``none`` fuser,
 so these run in the default (fast) suite.
 """
 
@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
+from gateway.testing import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]

@@ -14,7 +14,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
+from gateway.testing import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 PARTS = [{"type": "text", "text": "What is in this picture?"},

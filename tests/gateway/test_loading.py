@@ -23,7 +23,7 @@ from gateway.cli import EXIT_CONFIG
 from gateway.config import GatewayConfig, parse_config
 from gateway.loading import Engine, EngineLoading
 from gateway.state import state_of
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import ENSEMBLE, ScriptedEngine
 
 CHAT = {"model": ENSEMBLE, "messages": [{"role": "user", "content": "hi"}]}

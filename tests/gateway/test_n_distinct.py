@@ -15,7 +15,7 @@ from ensemble.output_policy import distinct_choices
 from ensemble.types import Candidate
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import start_fake_upstreams
+from gateway.testing import start_fake_upstreams
 from tests.gateway.conftest import running_server
 
 TEXTS = ("Alpha.", "Beta.", "Alpha.")

@@ -21,7 +21,7 @@ from ensemble.fusers.llm import LLMFuser
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
+from gateway.testing import DEFAULT_TEXTS, REJECT400_MESSAGE, FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MESSAGES = [{"role": "user", "content": "Tell me about foxes."}]

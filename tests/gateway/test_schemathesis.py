@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, settings
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import running_server
 
 MAX_EXAMPLES = 10  # per operation: bounded, so `make test` stays quick

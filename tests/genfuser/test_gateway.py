@@ -17,7 +17,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import GatewayConfig, parse_config
 from gateway.state import state_of
-from tests.fixtures.fake_upstreams import FakeUpstreams, start_fake_upstreams
+from gateway.testing import FakeUpstreams, start_fake_upstreams
 
 MESSAGES = [{"role": "system", "content": "Be brief."},
             {"role": "user", "content": "Tell me about foxes."}]

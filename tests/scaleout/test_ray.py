@@ -30,7 +30,7 @@ from ensemble.fusers.genfuser import GenFuser
 from ensemble.rankers.pairrm import PairRMRanker
 from ensemble.types import ChatMessage, SamplingParams
 from gateway.config import GatewayConfig, parse_config
-from tests.fixtures.fake_upstreams import start_fake_upstreams
+from gateway.testing import start_fake_upstreams
 from tests.gateway.conftest import free_port
 from tests.genfuser.tiny_t5 import build_tiny_checkpoint
 from tests.scaleout.conftest import pairrm_cfg

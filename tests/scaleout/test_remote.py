@@ -33,8 +33,8 @@ from ensemble.fusers.remote import RemoteFuser
 from ensemble.rankers.pairrm import PairRMRanker
 from ensemble.rankers.remote import RemoteRanker
 from ensemble.types import BlendRequest, ChatMessage, SamplingParams, TextDelta
+from gateway.testing import DEFAULT_TEXTS, FakeUpstreams
 from tests.ensemble.scripted import ScriptedBackend
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, FakeUpstreams
 from tests.gateway.conftest import free_port, running_server
 from tests.scaleout.conftest import pairrm_cfg, serving_gateway
 

@@ -17,7 +17,7 @@ from ensemble.errors import OverloadedError
 from ensemble.types import ChatMessage, SamplingParams
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.gateway.conftest import running_server
 from tests.gateway.test_reliability import MESSAGES, upstream_backend, wait_until
 

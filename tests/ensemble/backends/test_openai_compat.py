@@ -20,7 +20,7 @@ from ensemble.errors import (
     ConfigError,
 )
 from ensemble.types import ChatMessage, SamplingParams, TextDelta
-from tests.fixtures.fake_upstreams import DEFAULT_TEXTS, ERROR500_MESSAGE, FakeUpstreams
+from gateway.testing import DEFAULT_TEXTS, ERROR500_MESSAGE, FakeUpstreams
 
 MESSAGES = [ChatMessage("system", "Be brief."), ChatMessage("user", "Say hello.")]
 

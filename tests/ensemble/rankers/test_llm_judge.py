@@ -22,7 +22,7 @@ from ensemble.rankers.llm_judge import PairwiseJudge, PointwiseJudge, verdict_lo
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.fixtures.fake_upstreams import FakeUpstreams
+from gateway.testing import FakeUpstreams
 from tests.fixtures.llama_server import start_llama_server
 
 QUESTION = [ChatMessage("user", "What is the capital of France?")]
