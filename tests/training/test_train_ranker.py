@@ -1,5 +1,6 @@
 """``blendgate train-ranker`` on tiny checkpoints: it learns, it resumes, and what it writes
-loads in the gateway's ``pairrm`` ranker and in ``Blender.loadranker``."""
+loads in the gateway's ``pairrm`` ranker, in ``Blender.loadranker`` and in
+``DebertaV2PairRM.from_pretrained``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from safetensors.torch import load_file
 from ensemble.config import PairRMRankerConfig
 from ensemble.errors import ConfigError
 from ensemble.rankers.pairrm import PairRMRanker, load_pairrm, pair_logits
+from ensemble.rankers.pairrm.hf_model import DebertaV2PairRM
 from ensemble.training.ranker_trainer import TrainRankerOptions, build_trainer, train_ranker
 from ensemble.types import ChatMessage
 from gateway.cli import main
+from tests.pairrm.test_model_card_parity import ModelCardReference
 from tests.training.conftest import BAD, GOOD
 
 LIMITS = {"source_max_length": 48, "candidate_max_length": 48}
@@ -58,6 +61,13 @@ def test_written_ranker_loads_in_gateway_and_blender(tiny_pairrm_dir: Path,
     assert (loaded.source_max_length, loaded.candidate_max_length) == (48, 48)
     logits = pair_logits(loaded, triples)
     assert logits[0] > logits[1]  # the trained preference, from the files
+
+    # the transformers model of the drop-in, on the model card's rows: the same logits
+    hf = DebertaV2PairRM.from_pretrained(str(out), device_map="cpu").eval()
+    ids = ModelCardReference(out).tokenize_pair([PROMPT, PROMPT], [GOOD, BAD], [BAD, GOOD])
+    with torch.no_grad():
+        hf_logits = hf(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    assert hf_logits.tolist() == pytest.approx(logits.tolist(), abs=1e-4)
 
     from ensemble.compat.blender import Blender
 
