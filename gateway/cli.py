@@ -181,7 +181,7 @@ async def serve(config: GatewayConfig, *, host: str, port: int, log_level: str,
                                           log_level=log_level), state.drain)
     loading = state.loading
     loading.on_failure = lambda exc: setattr(server, "should_exit", True)
-    _reload_on_sighup(app)
+    reload_on_sighup(app)
     await server.serve()
     if loading.error is not None:
         raise loading.error
@@ -209,7 +209,7 @@ def serve_ray(config: GatewayConfig, *, host: str, port: int, address: str | Non
     serve_on_ray(config, host=host, port=port, address=address)
 
 
-def _reload_on_sighup(app: FastAPI) -> None:
+def reload_on_sighup(app: FastAPI) -> None:
     """SIGHUP re-reads the config's ``experiments:``, like ``POST /admin/reload``."""
     state = state_of(app)
     loop = asyncio.get_running_loop()

@@ -94,12 +94,13 @@ ServiceFuser = Annotated[Fuser, Depends(_service_fuser)]
 async def fuse(request: Request, body: FuseBody, fuser: ServiceFuser) -> Response:
     stream = await fuser.fuse(chat_messages(body), body.candidates, body.params.to_sampling())
     response = await open_stream(
-        request, _chunks(stream.deltas), lambda status: setattr(request.state, STATE_STATUS, status))
+        request, fuse_chunks(stream.deltas), lambda status: setattr(request.state, STATE_STATUS, status))
     response.headers[FUSER_HEADER] = stream.fuser
     return response
 
 
-async def _chunks(deltas: AsyncIterator[TextDelta]) -> AsyncGenerator[BaseModel, None]:
+async def fuse_chunks(deltas: AsyncIterator[TextDelta]) -> AsyncGenerator[BaseModel, None]:
+    """``/v1/fuse`` stream chunks from the fuser's deltas; the upstream closes shielded on cancel."""
     try:
         async for delta in deltas:
             usage = delta.usage

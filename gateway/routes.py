@@ -145,7 +145,7 @@ async def chat_completions(
                         headers=headers)
 
     requested = time.perf_counter()
-    events = _on_first_token(engine.stream(blend_request), lambda: metrics.observe_first_token(
+    events = on_first_token(engine.stream(blend_request), lambda: metrics.observe_first_token(
         body.model, time.perf_counter() - requested))
     answered_by: list[str] = []  # the backend of a fallback chain that answered, once known
 
@@ -186,7 +186,7 @@ def _assigned(
     return body.model_copy(update={"model": assignment.model}), assignment
 
 
-async def _on_first_token(
+async def on_first_token(
     events: AsyncIterator[TextDelta | StreamEnd], first: Callable[[], None]
 ) -> AsyncGenerator[TextDelta | StreamEnd, None]:
     """``events``, calling ``first()`` when the first content text passes (time to first token)."""

@@ -111,14 +111,6 @@ def test_tests_reach_no_private_attribute() -> None:
         + "\n".join(private))
 
 
-# Private library names still imported by tests (module, name): gateway stream wrappers and
-# hooks tested on their own, and the backbone-config fallback. Next to migrate.
-PRIVATE_IMPORTS_NOT_YET_MIGRATED = frozenset({
-    ("gateway.cli", "_reload_on_sighup"),
-    ("gateway.fusing", "_chunks"),
-    ("gateway.routes", "_on_first_token"),
-    ("ensemble.rankers.pairrm.checkpoint", "_backbone_config"),
-})
 
 
 def test_tests_import_no_private_library_name() -> None:
@@ -130,7 +122,6 @@ def test_tests_import_no_private_library_name() -> None:
         and node.module.split(".")[0] in PACKAGES
         for alias in node.names
         if alias.name.startswith("_") and not alias.name.startswith("__")
-        and (node.module, alias.name) not in PRIVATE_IMPORTS_NOT_YET_MIGRATED
     ]
     assert not private, "tests import private library names:\n" + "\n".join(private)
 

@@ -355,13 +355,13 @@ async def test_sighup_reloads_the_weights(tmp_path: Path, slow_engine: SlowSingl
     import os
     import signal
 
-    from gateway.cli import _reload_on_sighup
+    from gateway.cli import reload_on_sighup
 
     path = tmp_path / "config.yaml"
     app = create_app(write_config(path, config_data(tmp_path)), engine=slow_engine,
                      config_path=path)
     async for client in open_client(app):
-        _reload_on_sighup(app)
+        reload_on_sighup(app)
         try:
             write_config(path, config_data(tmp_path, weights=(1, 0)))
             os.kill(os.getpid(), signal.SIGHUP)

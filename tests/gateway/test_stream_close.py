@@ -19,11 +19,11 @@ import pytest
 from ensemble.types import BlendRequest, ChatMessage, StreamEnd, TextDelta
 from gateway.completions import to_completion_chunks
 from gateway.experiments import StreamRecorder
-from gateway.fusing import _chunks as fuse_chunks
+from gateway.fusing import fuse_chunks
 from gateway.responses.convert import ResponseFrame
 from gateway.responses.protocol import ResponsesRequest
 from gateway.responses.streaming import to_events
-from gateway.routes import _on_first_token
+from gateway.routes import on_first_token
 from gateway.streaming import ChunkHeader, to_chunks
 
 Wrap = Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]
@@ -49,7 +49,7 @@ WRAPPERS: dict[str, Wrap] = {
         events, ResponseFrame(ResponsesRequest(model="m", input="hi"), "m"), on_end=_ignore),
     "fuse": fuse_chunks,
     "experiment recorder": _recorder,
-    "first token": lambda events: _on_first_token(events, lambda: None),
+    "first token": lambda events: on_first_token(events, lambda: None),
 }
 
 

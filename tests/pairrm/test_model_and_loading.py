@@ -173,17 +173,17 @@ def test_missing_deberta_v3_large_backbone_falls_back_to_its_published_config(
 ):
     import huggingface_hub.constants as hub_constants
 
-    from ensemble.rankers.pairrm.checkpoint import _backbone_config
+    from ensemble.rankers.pairrm.checkpoint import load_backbone_config
 
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
     with caplog.at_level("WARNING"):
-        config = _backbone_config("microsoft/deberta-v3-large", str(tmp_path))
+        config = load_backbone_config("microsoft/deberta-v3-large", str(tmp_path))
     assert "published config" in caplog.text
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads) == (1024, 24, 16)
     assert (config.position_buckets, config.max_relative_positions, config.type_vocab_size) == (256, -1, 0)
     assert config.position_biased_input is False and config.model_type == "deberta-v2"
     with pytest.raises(ConfigError, match="backbone 'someone/other-backbone'"):
-        _backbone_config("someone/other-backbone", str(tmp_path))
+        load_backbone_config("someone/other-backbone", str(tmp_path))
 
 
 def test_a_directory_that_is_not_pairrm_fails_loudly(tiny_pairrm_hf_dir: Path, tmp_path: Path):

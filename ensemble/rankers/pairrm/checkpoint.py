@@ -97,7 +97,7 @@ class Layout:
 # ----------------------------------------------------------------------------- backbone config
 
 
-def _backbone_config(name: str, cache_dir: str | None) -> DebertaV2Config:
+def load_backbone_config(name: str, cache_dir: str | None) -> DebertaV2Config:
     """DebertaV2Config of the backbone named by an original-layout ranker config."""
     try:
         path = resolve_file(name, "config.json", cache_dir)
@@ -246,7 +246,7 @@ def load_pairrm(
     if layout.declared_prefix_ids is not None and layout.declared_prefix_ids != prefix_ids:
         raise ConfigError(f"{directory}: config prefix ids {layout.declared_prefix_ids} "
                           f"!= tokenizer's {prefix_ids}", key="checkpoint")
-    config = layout.backbone or _backbone_config(layout.backbone_name or "", cache_dir)
+    config = layout.backbone or load_backbone_config(layout.backbone_name or "", cache_dir)
     config.vocab_size = len(tokenizer)
     model = PairRMModel(config, prefix_ids, n_tasks=layout.n_tasks, drop_out=layout.drop_out,
                         attention=attention)
