@@ -375,3 +375,24 @@ async def test_skip_fusion_answers_the_top_candidate_where_the_margin_accepts(
     calls = backends["a"].calls, backends["synth"].calls, len(backends["scorer"].calls)
     await run_pool(options(config, prompts, tmp_path / "again"), backends)
     assert (backends["a"].calls, backends["synth"].calls, len(backends["scorer"].calls)) == calls
+
+
+async def test_a_cascade_stage_answers_where_it_accepts_and_escalates_elsewhere(
+        tmp_path: Path) -> None:
+    stage = {"members": [{"backend": "a", "samples": 2}], "accept": {"margin": 0.25}}
+    config = _with(make_config(tmp_path), cascade=[stage])
+    result = await run_pool(options(config, write_prompts(tmp_path, 6), tmp_path / "out"),
+                            fakes())
+    paths = set()
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        mine, first = picks["adaptive:blend-skip"], picks["rank:llm_judge@blend-skip:stage0"]
+        paths.add(mine["path"])
+        if mine["path"] == "cascade:0":  # the stage only
+            assert (mine["text"], mine["completion_tokens"]) == (first["text"],
+                                                                 first["completion_tokens"])
+        else:  # the stage, then the full stage and its fusion
+            assert mine["text"] == picks["fuse:blend"]["text"] and mine["stage"] == 1
+            assert mine["completion_tokens"] == first["completion_tokens"] + \
+                picks["fuse:blend"]["completion_tokens"]
+    assert paths == {"cascade:0", "fused"}
