@@ -341,3 +341,58 @@ def test_pool_run_on_the_real_smollm2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert again["costs"]["pool"] == {"generated": 0, "cached": 6, "errors": {}}
     assert again["costs"]["fusions"]["generated"] == 0 and again["costs"]["judge_calls"] == 0
     assert again["policies"] == first["policies"]
+
+
+def _with(config: BlendgateConfig, **extra: Any) -> BlendgateConfig:
+    data = config.model_dump(exclude_none=True)
+    models = data["models"]
+    return parse_config({**data, "models": [{**models[0], "id": "blend-skip", **extra},
+                                            *models]})
+
+
+async def test_skip_fusion_answers_the_top_candidate_where_the_margin_accepts(
+        tmp_path: Path) -> None:
+    """The scorer's log-odds are quality / 10: margins are tenths, a threshold of 0.25 sits
+    clearly between them."""
+    config = _with(make_config(tmp_path), skip_fusion={"margin": 0.25})
+    prompts, backends = write_prompts(tmp_path, 6), fakes()
+    result = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    paths = set()
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        mine = picks["adaptive:blend-skip"]
+        paths.add(mine["path"])
+        if mine["path"] == "skip_fusion":
+            assert mine["text"] == picks["rank:llm_judge"]["text"]
+            assert mine["latency_s"] == picks["rank:llm_judge"]["latency_s"]
+            assert mine["completion_tokens"] == picks["rank:llm_judge"]["completion_tokens"]
+        else:
+            assert mine["text"] == picks["fuse:blend"]["text"]
+            assert mine["completion_tokens"] == picks["fuse:blend"]["completion_tokens"]
+    assert paths == {"skip_fusion", "fused"}
+    row = next(r for r in result["policies"] if r["policy"] == "adaptive:blend-skip")
+    assert set(row["paths"]) == paths
+    calls = backends["a"].calls, backends["synth"].calls, len(backends["scorer"].calls)
+    await run_pool(options(config, prompts, tmp_path / "again"), backends)
+    assert (backends["a"].calls, backends["synth"].calls, len(backends["scorer"].calls)) == calls
+
+
+async def test_a_cascade_stage_answers_where_it_accepts_and_escalates_elsewhere(
+        tmp_path: Path) -> None:
+    stage = {"members": [{"backend": "a", "samples": 2}], "accept": {"margin": 0.25}}
+    config = _with(make_config(tmp_path), cascade=[stage])
+    result = await run_pool(options(config, write_prompts(tmp_path, 6), tmp_path / "out"),
+                            fakes())
+    paths = set()
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        mine, first = picks["adaptive:blend-skip"], picks["rank:llm_judge@blend-skip:stage0"]
+        paths.add(mine["path"])
+        if mine["path"] == "cascade:0":  # the stage only
+            assert (mine["text"], mine["completion_tokens"]) == (first["text"],
+                                                                 first["completion_tokens"])
+        else:  # the stage, then the full stage and its fusion
+            assert mine["text"] == picks["fuse:blend"]["text"] and mine["stage"] == 1
+            assert mine["completion_tokens"] == first["completion_tokens"] + \
+                picks["fuse:blend"]["completion_tokens"]
+    assert paths == {"cascade:0", "fused"}

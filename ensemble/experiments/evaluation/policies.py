@@ -6,7 +6,8 @@ Per prompt, each policy picks an answer (``Pick``) from what was generated once:
 * ``random``: a seeded random candidate of the pool (seed and prompt id decide it);
 * ``rank:<ranker>``: the candidate a configured ranker ranks first;
 * ``oracle``: the candidate the judge scores highest, the ceiling of selection;
-* ``fuse:<ensemble>``: the ensemble's fuser over its ranker's top-k (generated once more).
+* ``fuse:<ensemble>``: the ensemble's fuser over its ranker's top-k (generated once more);
+* ``adaptive:<ensemble>``: its cascade / skip_fusion policy (``pool_adaptive``).
 
 Cost of a pick: a single candidate's latency and tokens for a member or the random pick; for a
 ranked pick the slowest candidate (the fan-out waits for it) plus the ranking time, and every
@@ -37,6 +38,8 @@ class Pick:
     text: str
     latency_s: float
     completion_tokens: int
+    path: str | None = None  # adaptive policies: which path answered (``cascade:<i>``...)
+    stage: int | None = None  # and at which stage
 
 
 def member_policy(label: str) -> str:
@@ -47,10 +50,14 @@ def fuse_policy(ensemble_id: str) -> str:
     return f"fuse:{ensemble_id}"
 
 
+def as_ranking(ranking: PoolRanking) -> Ranking:
+    return Ranking(ranking.scores, tuple(ranks_from_scores(ranking.scores).tolist()))
+
+
 def ranked_order(ranking: PoolRanking) -> list[int]:
     """Pool indices best first, as the engine orders them (competition ranks, ties in pool
     order)."""
-    return Ranking(ranking.scores, tuple(ranks_from_scores(ranking.scores).tolist())).order()
+    return as_ranking(ranking).order()
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,9 @@ def summarise_policy(policy: str, baseline: str, picks: Mapping[str, Mapping[str
         tokens.append(pick.completion_tokens)
     values = [verdict_value(o) for o in outcomes]
     interval = bootstrap_interval(values, seed=seed)
-    return {
+    paths = [p.path for mine in picks.values() if (p := mine.get(policy)) and p.path]
+    shares = {path: round(paths.count(path) / len(paths), 6) for path in sorted(set(paths))}
+    return {**({"paths": shares} if shares else {}),
         "policy": policy, "n": len(outcomes), "no_answer": len(outcomes) - len(scores),
         "wins": outcomes.count("win"), "ties": outcomes.count("tie"),
         "losses": outcomes.count("loss"),

@@ -101,12 +101,13 @@ def _draw(member: MemberConfig) -> str:
 
 
 def pool_members(ensembles: Sequence[EnsembleModelConfig]) -> list[PoolMember]:
-    """The union of the ensembles' members: one pool member per distinct member config (apart
-    from ``samples``), with the most samples any ensemble asks of it. It keeps the first
-    ensemble's label; a label already taken by another config gets ``@<ensemble id>``."""
+    """The union of the ensembles' members, their cascade stages' included: one pool member
+    per distinct member config (apart from ``samples``), with the most samples any ensemble
+    asks of it. It keeps the first ensemble's label; a label already taken by another config
+    gets ``@<ensemble id>``."""
     found: dict[str, PoolMember] = {}
     for ensemble in ensembles:
-        for label, cfg in zip(member_labels(ensemble), ensemble.members, strict=True):
+        for label, cfg in _labelled(ensemble):
             draw = _draw(cfg)
             if draw in found:
                 if cfg.samples > found[draw].cfg.samples:
@@ -118,9 +119,24 @@ def pool_members(ensembles: Sequence[EnsembleModelConfig]) -> list[PoolMember]:
     return list(found.values())
 
 
+def _labelled(ensemble: EnsembleModelConfig) -> list[tuple[str, MemberConfig]]:
+    """The ensemble's members, then its cascade stages' (``adaptive:<ensemble>`` draws its
+    stages from the pool too), each with its label."""
+    found = list(zip(member_labels(ensemble), ensemble.members, strict=True))
+    for stage in ensemble.cascade:
+        labels = member_labels(ensemble.model_copy(update={"members": stage.members}))
+        found += zip(labels, stage.members, strict=True)
+    return found
+
+
 def ensemble_slots(ensemble: EnsembleModelConfig, members: Sequence[PoolMember]) -> Slots:
+    return member_slots(ensemble.members, members)
+
+
+def member_slots(cfgs: Sequence[MemberConfig], members: Sequence[PoolMember]) -> Slots:
+    """The part of the pool that ``cfgs`` (an ensemble's or a cascade stage's members) draw."""
     by_draw = {_draw(m.cfg): m.label for m in members}
-    return tuple((by_draw[_draw(cfg)], cfg.samples) for cfg in ensemble.members)
+    return tuple((by_draw[_draw(cfg)], cfg.samples) for cfg in cfgs)
 
 
 def full_slots(members: Sequence[PoolMember]) -> Slots:

@@ -48,6 +48,14 @@ from ensemble.experiments.evaluation.pool import (
     refuse_member_judge,
     slot_indices,
 )
+from ensemble.experiments.evaluation.pool_adaptive import (
+    AdaptivePlan,
+    RankEntry,
+    adaptive_pick,
+    adaptive_plan,
+    adaptive_rankings,
+    is_adaptive,
+)
 from ensemble.experiments.evaluation.pool_scoring import (
     Judged,
     PoolJudge,
@@ -140,10 +148,12 @@ class _Stages:
     judged: dict[str, Judged]  # prompt id -> verdicts (prompts the judge failed on are absent)
     costs: dict[str, Any]  # what each stage made, took from the store, and failed on
     fuse_policies: list[str]  # every ensemble's, even one whose every fusion failed
+    adaptive: list[AdaptivePlan]
 
     def policy_names(self, labels: Sequence[str]) -> list[str]:
         return [*(policies.member_policy(label) for label in labels), policies.RANDOM,
-                *self.rankings, policies.ORACLE, *self.fuse_policies]
+                *self.rankings, policies.ORACLE, *self.fuse_policies,
+                *(plan.policy for plan in self.adaptive)]
 
 
 async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[EnsembleModelConfig],
@@ -186,32 +196,47 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
              "stage_s": {stage: round(end - begin, 1) for stage, begin, end in zip(
                  ("pool", "ranking", "fusing", "judging"), clock[:-1], clock[1:], strict=True)}}
     return _Stages(pool, rankings, slots_of, fused, judged, costs,
-                   [policies.fuse_policy(e.id) for e in ensembles])
+                   [policies.fuse_policy(e.id) for e in ensembles],
+                   _adaptive_plans(ensembles, plan.members, ranked))
 
 
 def ranker_policies(ensembles: Sequence[EnsembleModelConfig],
-                    members: Sequence[PoolMember]) -> dict[str, tuple[RankerConfig, Slots]]:
+                    members: Sequence[PoolMember]) -> dict[str, RankEntry]:
     """One ranked policy per distinct (ranker config, part of the pool) of the ensembles:
     ``rank:<type>`` when it ranks the whole pool, ``rank:<type>@<ensemble>`` when that
-    ensemble has only part of it (``#2``... when two such share a name)."""
+    ensemble has only part of it (``#2``... when two such share a name); then the adaptive
+    policies' own: ``rank:<type>@<ensemble>:stage<i>`` for a cascade stage's part (its
+    ranker's, and the similarity ranker's when agreement needs one)."""
     whole = full_slots(members)
-    found: dict[str, tuple[RankerConfig, Slots]] = {}
-    for ensemble in ensembles:
-        entry = (ensemble.ranker, ensemble_slots(ensemble, members))
+    found: dict[str, RankEntry] = {}
+    wanted = [("", e.id, (e.ranker, ensemble_slots(e, members))) for e in ensembles]
+    wanted += [(suffix, e.id, entry) for e in ensembles if is_adaptive(e)
+               for suffix, entry in adaptive_rankings(e, members)]
+    for suffix, ensemble_id, entry in wanted:
         if entry in found.values():
             continue
-        name = f"rank:{ensemble.ranker.type}" + ("" if entry[1] == whole else f"@{ensemble.id}")
+        where = f"@{ensemble_id}" + (f":{suffix}" if suffix else "")
+        name = f"rank:{entry[0].type}" + ("" if entry[1] == whole and not suffix else where)
         count = sum(1 for existing in found if existing.split("#")[0] == name)
         found[name if count == 0 else f"{name}#{count + 1}"] = entry
     return found
+
+
+def _policy_of(entry: RankEntry, ranked: Mapping[str, RankEntry]) -> str:
+    return next(name for name, found in ranked.items() if found == entry)
 
 
 def _ranker_of(policy: str, ensembles: Sequence[EnsembleModelConfig],
                members: Sequence[PoolMember]) -> str:
     ensemble = next(e for e in ensembles if policies.fuse_policy(e.id) == policy)
     entry = (ensemble.ranker, ensemble_slots(ensemble, members))
-    return next(name for name, found in ranker_policies(ensembles, members).items()
-                if found == entry)
+    return _policy_of(entry, ranker_policies(ensembles, members))
+
+
+def _adaptive_plans(ensembles: Sequence[EnsembleModelConfig], members: Sequence[PoolMember],
+                    ranked: Mapping[str, RankEntry]) -> list[AdaptivePlan]:
+    return [adaptive_plan(e, members, lambda entry: _policy_of(entry, ranked),
+                          policies.fuse_policy(e.id)) for e in ensembles if is_adaptive(e)]
 
 
 async def _fuse_jobs(plan: PoolPlan, pool: Mapping[str, Sequence[Candidate]],
@@ -290,7 +315,8 @@ def _summarise(options: EvalOptions, plan: PoolPlan, stages: _Stages,
                     "interval over prompts (percentile, 10000 resamples, seeded)",
         "costs": stages.costs, "policies": rows,
         "prompts": [{"id": pid, "category": prompts[pid].category, "prompt": prompts[pid].text,
-                     "picks": {name: {**asdict(pick), "judge_score": judged[pid].scores[pick.text]}
+                     "picks": {name: {**{k: v for k, v in asdict(pick).items() if v is not None},
+                                      "judge_score": judged[pid].scores[pick.text]}
                                for name, pick in mine.items()}}
                     for pid, mine in picks.items()],
     }
@@ -316,6 +342,10 @@ def _picks(options: EvalOptions, plan: PoolPlan, stages: _Stages,
             answer = entry["answers"].get(prompt.id)
             if answer is not None:
                 mine[policy] = policies.fused_pick(rankings[entry["ranker"]], answer)
+        for adaptive in stages.adaptive:
+            pick = adaptive_pick(adaptive, rankings, mine.get(adaptive.fuse))
+            if pick is not None:
+                mine[adaptive.policy] = pick
         picks[prompt.id] = mine
     return picks
 
