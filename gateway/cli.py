@@ -126,6 +126,11 @@ def _eval_arguments(evaluate: argparse.ArgumentParser, settings: GatewaySettings
                                "oracle, fusers) off that pool; --models picks the ensembles")
     evaluate.add_argument("--split", choices=("dev", "test"),
                           help="a seeded half of the prompt set: tune on dev, report test")
+    evaluate.add_argument("--sweep", action="append", default=[],
+                          metavar="ENSEMBLE:SETTING=V1,V2,...",
+                          help="pool mode: score ENSEMBLE once per value of SETTING (dotted, "
+                               "e.g. 'blend-skip:skip_fusion.agreement=0.7,0.8'), off the "
+                               "same pool; repeatable")
 
 
 def _names(text: str) -> list[str]:
@@ -231,12 +236,15 @@ def reload_on_sighup(app: FastAPI) -> None:
 
 
 def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
-    from ensemble.experiments import EvalOptions, pool_lines, summary_lines
+    from ensemble.experiments import EvalOptions, parse_sweep, pool_lines, summary_lines
     from ensemble.experiments import run_eval as run
 
     if bool(args.prompts or args.pool) == bool(args.agreement):
         raise ConfigError("blendgate eval: give --prompts (A/B run), --pool (candidate pool) "
                           "or --agreement (judge agreement), not two of them")
+    if args.sweep and not args.pool:
+        raise ConfigError("blendgate eval: --sweep scores ensemble variants off a candidate "
+                          "pool; give --pool with it")
     logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
     options = EvalOptions(
         config=config, out=args.out,
@@ -245,7 +253,8 @@ def run_eval(args: argparse.Namespace, config: GatewayConfig) -> int:
         baselines=args.baseline, experiment=args.experiment, judge=args.judge,
         tie_margin=args.tie_margin, max_tokens=args.max_tokens, temperature=args.temperature,
         concurrency=args.concurrency, store_url=args.store, data_dir=args.data_dir,
-        progress=not args.no_progress, pool=args.pool, split=args.split)
+        progress=not args.no_progress, pool=args.pool, split=args.split,
+        sweeps=[parse_sweep(text) for text in args.sweep])
     result = asyncio.run(run(options))
     if args.pool:
         print("\n".join(pool_lines(result)))

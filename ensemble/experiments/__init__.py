@@ -36,6 +36,7 @@ __all__ = [
     "StoreDisabledError",
     "StoreUnavailable",
     "UnknownCompletionError",
+    "parse_sweep",
     "pool_lines",
     "run_eval",
     "summary_lines",
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from ensemble.experiments.evaluation.command import EvalOptions, summary_lines
     from ensemble.experiments.evaluation.command import run as run_eval
     from ensemble.experiments.evaluation.pool_command import pool_lines
+    from ensemble.experiments.evaluation.pool_sweep import parse_sweep
 
 # `blendgate eval` draws plots (matplotlib): loaded on first access, not with the runtime.
 # name -> (module under evaluation/, its name there)
@@ -53,6 +55,7 @@ _EVALUATION = {
     "run_eval": ("command", "run"),
     "summary_lines": ("command", "summary_lines"),
     "pool_lines": ("pool_command", "pool_lines"),
+    "parse_sweep": ("pool_sweep", "parse_sweep"),
 }
 
 

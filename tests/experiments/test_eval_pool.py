@@ -20,6 +20,7 @@ from ensemble.errors import ConfigError
 from ensemble.experiments.evaluation.command import EvalOptions
 from ensemble.experiments.evaluation.datasets import Prompt, choose, split_prompts
 from ensemble.experiments.evaluation.pool_command import run_pool
+from ensemble.experiments.evaluation.pool_sweep import parse_sweep, sweep_variants
 from ensemble.experiments.stats import bootstrap_interval
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
 from tests.experiments.conftest import sqlite_url
@@ -396,3 +397,55 @@ async def test_a_cascade_stage_answers_where_it_accepts_and_escalates_elsewhere(
             assert mine["completion_tokens"] == first["completion_tokens"] + \
                 picks["fuse:blend"]["completion_tokens"]
     assert paths == {"cascade:0", "fused"}
+
+
+async def test_a_sweep_scores_each_threshold_off_the_same_pool(tmp_path: Path) -> None:
+    """Variants draw on the base's pool, rankings, fusions and verdicts: nothing new is asked,
+    and the threshold moves each prompt between skipping and fusing as it should."""
+    config = _with(make_config(tmp_path), skip_fusion={"margin": 0.25})
+    prompts, backends = write_prompts(tmp_path, 6), fakes()
+    base = await run_pool(options(config, prompts, tmp_path / "out"), backends)
+    # blend and blend-skip fuse the same top-k with the same fuser: one fusion serves both
+    assert backends["synth"].calls == 6
+    assert all(p["picks"]["fuse:blend"]["text"] == p["picks"]["fuse:blend-skip"]["text"]
+               for p in base["prompts"])
+    calls = backends["a"].calls, backends["synth"].calls, len(backends["judge"].calls)
+    sweep = parse_sweep("blend-skip:skip_fusion.margin=0,0.25,100")
+    swept = await run_pool(options(config, prompts, tmp_path / "swept", sweeps=[sweep]),
+                           backends)
+    assert (backends["a"].calls, backends["synth"].calls, len(backends["judge"].calls)) == calls
+    assert swept["costs"]["fusions"]["generated"] == 0 and swept["costs"]["judge_calls"] == 0
+    rows = {r["policy"]: r for r in swept["policies"]}
+    assert rows["adaptive:blend-skip[skip_fusion.margin=0]"]["paths"] == {"skip_fusion": 1.0}
+    assert rows["adaptive:blend-skip[skip_fusion.margin=100]"]["paths"] == {"fused": 1.0}
+    middle = {k: v for k, v in rows["adaptive:blend-skip[skip_fusion.margin=0.25]"].items()}
+    assert middle == {**rows["adaptive:blend-skip"],
+                      "policy": "adaptive:blend-skip[skip_fusion.margin=0.25]"}
+    assert not any(name.startswith("fuse:blend-skip[") for name in rows)  # same as fuse:blend-skip
+    for prompt in swept["prompts"]:
+        picks = prompt["picks"]
+        assert picks["adaptive:blend-skip[skip_fusion.margin=100]"]["text"] == \
+            picks["fuse:blend-skip"]["text"]
+    assert [r["policy"] for r in base["policies"]] == \
+        [r for r in rows if "[" not in r]
+
+
+def test_a_sweep_reaches_into_lists_and_is_validated(tmp_path: Path) -> None:
+    stage = {"members": [{"backend": "a", "samples": 2}], "accept": {"margin": 0.25}}
+    config = _with(make_config(tmp_path), cascade=[stage])
+    ensembles = [m for m in config.models if m.id == "blend-skip"]
+    variants = sweep_variants(ensembles, [parse_sweep(
+        "blend-skip:cascade.0.accept.agreement=0.5,0.9")])
+    assert [v.id for v in variants] == ["blend-skip[cascade.0.accept.agreement=0.5]",
+                                        "blend-skip[cascade.0.accept.agreement=0.9]"]
+    assert [(v.cascade[0].accept.margin, v.cascade[0].accept.agreement)
+            for v in variants if v.cascade[0].accept] == [(0.25, 0.5), (0.25, 0.9)]
+    assert sweep_variants(ensembles, [parse_sweep("blend-skip:skip_fusion.margin=0.1")])[0] \
+        .skip_fusion.margin == 0.1  # an unset section is created
+    for bad, why in [("blend-skip=0.1", "expected ENSEMBLE:SETTING"),
+                     ("nope:skip_fusion.margin=0.1", "not among the chosen"),
+                     ("blend-skip:cascade.3.accept.margin=0.1", "no index"),
+                     ("blend-skip:top_k.x=1", "a value, not a section"),
+                     ("blend-skip:top_k=0", "greater than or equal to 1")]:
+        with pytest.raises(ConfigError, match=why):
+            sweep_variants(ensembles, [parse_sweep(bad)])

@@ -29,6 +29,7 @@ from ensemble.config import BlendgateConfig, RankerConfig, StoreConfig
 from ensemble.errors import ConfigError
 from ensemble.experiments.evaluation import agreement as agreement_mode
 from ensemble.experiments.evaluation import datasets, offline, report
+from ensemble.experiments.evaluation.pool_sweep import Sweep
 from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.store import ExperimentStore
 
@@ -55,6 +56,7 @@ class EvalOptions:
     progress: bool = True
     pool: bool = False
     split: str | None = None  # "dev" or "test": a seeded half of the prompt set (pool mode)
+    sweeps: Sequence[Sweep] = ()  # pool mode: ensemble variants over one setting (pool_sweep)
 
 
 def judge_config(options: EvalOptions) -> RankerConfig:

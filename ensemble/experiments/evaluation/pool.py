@@ -248,8 +248,10 @@ async def collect_fusions(config: BlendgateConfig, store: ExperimentStore, plan:
                             _fused(job.fuser, job.prompt.messages(), job.top, plan.params()))
         progress(1)
 
-    await _gather_counted(done, [(job.policy, make(job, key))
-                                 for job, key in zip(jobs, keys, strict=True)
+    # ensembles with the same fuser over the same top-k share one fused answer: made once
+    first_job = dict(zip(keys, jobs, strict=True))
+    progress(len(jobs) - len(first_job))  # the repeats; the cached were counted
+    await _gather_counted(done, [(job.policy, make(job, key)) for key, job in first_job.items()
                                  if key not in done.answers], progress)
     await store.flush()
     return done

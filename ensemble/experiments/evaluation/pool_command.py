@@ -62,6 +62,7 @@ from ensemble.experiments.evaluation.pool_scoring import (
     PoolRanking,
     rank_pools,
 )
+from ensemble.experiments.evaluation.pool_sweep import sweep_variants
 from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.store import ExperimentStore
 from ensemble.fusers.base import Fuser
@@ -91,7 +92,9 @@ async def run_pool(options: EvalOptions,
                    backends: Mapping[str, Backend] | None = None) -> dict[str, Any]:
     """``backends`` injects ready backends (tests, embedding); they are then not closed here."""
     config = options.config
-    ensembles = pool_ensembles(config, options.models)
+    chosen = pool_ensembles(config, options.models)
+    variants = sweep_variants(chosen, options.sweeps)
+    ensembles = [*chosen, *variants]
     members = pool_members(ensembles)
     judge_cfg = judge_config(options)
     refuse_member_judge(config, getattr(judge_cfg, "backend", None), members)
@@ -110,7 +113,8 @@ async def run_pool(options: EvalOptions,
                               concurrency=options.concurrency,
                               fingerprint=config_fingerprint(config, judge_cfg,
                                                              backends_of(judge_cfg)))
-            stages = await _stages(options, plan, ensembles, models, store, judge)
+            stages = await _stages(options, plan, ensembles, models, store, judge,
+                                   shown_fused={e.id for e in chosen})
         finally:
             await models.aclose()
     finally:
@@ -157,7 +161,10 @@ class _Stages:
 
 
 async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[EnsembleModelConfig],
-                  models: _Models, store: ExperimentStore, judge: PoolJudge) -> _Stages:
+                  models: _Models, store: ExperimentStore, judge: PoolJudge,
+                  shown_fused: set[str]) -> _Stages:
+    """``shown_fused``: the ensembles whose fused policy is a row (a sweep's variants fuse
+    exactly as their base does, so only their adaptive policy is one)."""
     config = options.config
     clock = [time.perf_counter()]  # each stage's end: its wall time, to plan longer runs
     total = sum(m.cfg.samples for m in plan.members) * len(plan.prompts)
@@ -196,7 +203,7 @@ async def _stages(options: EvalOptions, plan: PoolPlan, ensembles: Sequence[Ense
              "stage_s": {stage: round(end - begin, 1) for stage, begin, end in zip(
                  ("pool", "ranking", "fusing", "judging"), clock[:-1], clock[1:], strict=True)}}
     return _Stages(pool, rankings, slots_of, fused, judged, costs,
-                   [policies.fuse_policy(e.id) for e in ensembles],
+                   [policies.fuse_policy(e.id) for e in ensembles if e.id in shown_fused],
                    _adaptive_plans(ensembles, plan.members, ranked))
 
 
