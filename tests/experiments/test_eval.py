@@ -166,6 +166,36 @@ def test_agreement_mode_on_the_shared_sets(tmp_path: Path,
     assert "| PairRM (0.4b), model card | 84.75 | 84.48 | 80.33 | 90.7 | 84.62 |" in text
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "hhh_alignment").is_dir(),
+                    reason=f"shared eval data not found at {SHARED_DATA}")
+def test_agreement_verdicts_are_kept_and_a_rerun_reads_them(
+        tmp_path: Path, tiny_pairrm_hf_dir: Path) -> None:  # noqa: F811
+    """A long agreement run resumes: each verdict is in the store, and a rerun takes it from
+    there (here the stored scores are rewritten, and the rerun's table follows them)."""
+    import sqlite3
+
+    from ensemble.experiments.evaluation.datasets import choose, load_hhh
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"backends": {}}))
+    judge = json.dumps({"type": "pairrm", "checkpoint": str(tiny_pairrm_hf_dir), "device": "cpu"})
+    store = sqlite_url(tmp_path)
+    argv = ["eval", "--config", str(config), "--agreement", "hhh", "--judge", judge,
+            "--limit", "8", "--data-dir", str(SHARED_DATA), "--store", store, "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    database = sqlite3.connect(store.split(":///", 1)[1])
+    rows = database.execute("SELECT count(*) FROM eval_scores WHERE run = 'agreement:hhh'")
+    assert rows.fetchone()[0] == 8
+    with database:  # every stored verdict now says: the sorted pair's second answer is better
+        database.execute("UPDATE eval_scores SET scores = '[0.0, 1.0]'")
+    database.close()
+    assert main([*argv, "--out", str(tmp_path / "again")]) == 0
+    pairs = choose(load_hhh(SHARED_DATA), limit=8)
+    expected = sum(p.label == ("b" if p.a < p.b else "a") for p in pairs) * 100 / len(pairs)
+    table = json.loads((tmp_path / "again" / "agreement.json").read_text())["tables"][0]
+    assert table["columns"]["Total Avg."] == {"agreement": expected, "n": 8}
+
+
 async def test_failed_answers_are_counted_with_their_reason(tmp_path: Path) -> None:
     from ensemble.errors import BackendTimeout
 

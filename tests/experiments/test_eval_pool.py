@@ -19,8 +19,16 @@ from ensemble.config import BlendgateConfig, parse_config
 from ensemble.errors import ConfigError
 from ensemble.experiments.evaluation.command import EvalOptions
 from ensemble.experiments.evaluation.datasets import Prompt, choose, split_prompts
+from ensemble.experiments.evaluation.pool import (
+    Candidate,
+    ensemble_slots,
+    pool_ensembles,
+    pool_members,
+    slot_indices,
+)
 from ensemble.experiments.evaluation.pool_command import run_pool
 from ensemble.experiments.evaluation.pool_sweep import parse_sweep, sweep_variants
+from ensemble.experiments.events import EvalAnswer
 from ensemble.experiments.stats import bootstrap_interval
 from ensemble.types import ChatMessage, Completion, SamplingParams, TextDelta, Usage
 from tests.experiments.conftest import sqlite_url
@@ -449,3 +457,39 @@ def test_a_sweep_reaches_into_lists_and_is_validated(tmp_path: Path) -> None:
                      ("blend-skip:top_k=0", "greater than or equal to 1")]:
         with pytest.raises(ConfigError, match=why):
             sweep_variants(ensembles, [parse_sweep(bad)])
+
+
+async def test_a_part_ranks_its_candidates_in_its_own_member_order(tmp_path: Path) -> None:
+    """As the engine does: ``ranker: none`` keeps the members' order, so an ensemble listing b
+    before a answers with b's candidate, whatever the pool's order (a first, from blend)."""
+    config = make_config(tmp_path)
+    data = config.model_dump(exclude_none=True)
+    reversed_members = [{"backend": "b"}, {"backend": "a", "samples": 2}]
+    config = parse_config({**data, "models": [
+        *data["models"], {"id": "reversed", "type": "ensemble", "members": reversed_members,
+                          "ranker": {"type": "none"}, "fuser": {"type": "none"}}]})
+    result = await run_pool(options(config, write_prompts(tmp_path, 3), tmp_path / "out"),
+                            fakes())
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        assert picks["rank:none"]["text"].startswith("a answer")
+        assert picks["rank:none@reversed"]["text"].startswith("b answer")
+        assert picks["fuse:reversed"]["text"] == picks["rank:none@reversed"]["text"]
+
+
+def test_a_member_listed_twice_in_a_part_draws_the_sum_of_its_samples(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    data = config.model_dump(exclude_none=True)
+    twice = [{"backend": "a", "samples": 2}, {"backend": "b"}, {"backend": "a", "samples": 3}]
+    config = parse_config({**data, "models": [
+        *data["models"], {"id": "twice", "type": "ensemble", "members": twice,
+                          "ranker": {"type": "none"}, "fuser": {"type": "none"}}]})
+    ensembles = pool_ensembles(config, ["blend", "twice"])
+    members = pool_members(ensembles)
+    assert {m.cfg.backend: m.cfg.samples for m in members} == {"a": 5, "b": 1}
+    pool = [Candidate(m.label, s, EvalAnswer(f"{m.label}{s}", "run", m.label, "p0", "text", 0.0,
+                                             1, 1))
+            for m in members for s in range(m.cfg.samples)]
+    slots = ensemble_slots(ensembles[1], members)
+    assert [(pool[i].member, pool[i].sample) for i in slot_indices(pool, slots)] == \
+        [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("a", 3), ("a", 4)]

@@ -33,6 +33,8 @@ def test_models_lists_the_ensemble_and_both_families(client: OpenAI) -> None:
 
 
 def test_the_blend_answers_from_both_families(client: OpenAI) -> None:
+    """The default is a cascade: one answer of each family first; the full blend (four SmolLM2
+    and two Qwen samples, fused) only when those two have little in common."""
     reply = client.chat.completions.create(
         model="blend", max_tokens=24,
         messages=[{"role": "user", "content": "Name one primary colour."}],
@@ -41,7 +43,12 @@ def test_the_blend_answers_from_both_families(client: OpenAI) -> None:
     assert reply.choices[0].message.content and reply.choices[0].message.content.strip()
     blend = (reply.model_extra or {})["blend"]
     members = sorted(c["member"] for c in blend["candidates"])
-    assert members == ["qwen"] * 2 + ["smollm2"] * 4, blend
+    if blend["path"]["path"] == "cascade":
+        assert members == ["stage0:qwen", "stage0:smollm2"], blend
+        assert blend["path"]["agreement"] >= 0.3 and not blend["path"]["fused"]
+    else:
+        assert blend["path"]["path"] == "fused", blend
+        assert members == ["qwen"] * 2 + ["smollm2"] * 4, blend
     assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 

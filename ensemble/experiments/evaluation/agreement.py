@@ -1,6 +1,7 @@
 """A judge's agreement with human labels, in the layout of the PairRM model card's tables.
 
-Each labelled pair is judged by ``PairwiseJudge`` (both orders, averaged). The prediction is
+Each labelled pair is judged by ``PairwiseJudge`` (both orders, averaged), or scored answer
+by answer by a pointwise judge; every verdict is kept in the store, so a long run resumes. The prediction is
 "a", "b", or "tie" when the score difference is within the tie margin; agreement is the share of
 pairs where it equals the human label, ties kept in the denominator (Auto-J's "single"
 protocol). HHH has no tie labels, so there a tie prediction is simply wrong. For Auto-J the
@@ -11,13 +12,11 @@ as the card's "Total Avg." (187/221) and "Overall" (822/1392) are.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ensemble.experiments.evaluation.datasets import AUTOJ_GROUPS, HHH_SUBSETS, LabelledPair
-from ensemble.experiments.judge import PairwiseJudge
-from ensemble.types import ChatMessage
 
 # The model card's published figures for PairRM (0.4b), to print next to a run.
 PAIRRM_CARD = {
@@ -34,12 +33,15 @@ class Scored:
     difference: float  # score(b) - score(a), order-averaged
 
 
-async def score_pairs(judge: PairwiseJudge, pairs: Sequence[LabelledPair],
+# score(b) - score(a) for one labelled pair: the judge's order-averaged verdict (cached)
+Differ = Callable[[LabelledPair], Awaitable[float]]
+
+
+async def score_pairs(difference: Differ, pairs: Sequence[LabelledPair],
                       progress: Callable[[int], None]) -> list[Scored]:
     scored = []
     for pair in pairs:
-        verdict = await judge.judge((ChatMessage("user", pair.prompt),), pair.a, pair.b)
-        scored.append(Scored(pair, verdict.score_b - verdict.score_a))
+        scored.append(Scored(pair, await difference(pair)))
         progress(1)
     return scored
 

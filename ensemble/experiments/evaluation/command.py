@@ -29,6 +29,10 @@ from ensemble.config import BlendgateConfig, RankerConfig, StoreConfig
 from ensemble.errors import ConfigError
 from ensemble.experiments.evaluation import agreement as agreement_mode
 from ensemble.experiments.evaluation import datasets, offline, report
+from ensemble.experiments.evaluation.datasets import LabelledPair, Prompt
+from ensemble.experiments.evaluation.offline import config_fingerprint
+from ensemble.experiments.evaluation.pool import backends_of
+from ensemble.experiments.evaluation.pool_scoring import PoolJudge, is_pointwise
 from ensemble.experiments.evaluation.pool_sweep import Sweep
 from ensemble.experiments.judge import PairwiseJudge
 from ensemble.experiments.store import ExperimentStore
@@ -186,20 +190,36 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
     from ensemble.engine import BlendEngine
 
     margin = tie_margin(options)
+    judge_cfg = judge_config(options)
     tables, missing = [], {}
-    async with await BlendEngine.from_config(options.config) as engine:
-        ranker = await engine.ranker(judge_config(options))
-        judge = PairwiseJudge(ranker, margin)
-        for name in options.agreement:
-            try:
-                pairs = datasets.choose(loaders[name](directory), limit=options.limit,
-                                        sample=options.sample, seed=options.seed)
-            except FileNotFoundError as exc:
-                missing[name] = str(exc)
-                continue
-            with progress_bar(options, len(pairs), name) as bar:
-                scored = await agreement_mode.score_pairs(judge, pairs, bar.update)
-            tables.append(agreement_mode.table(name, scored, margin))
+    store = await open_store(options)
+    try:
+        async with await BlendEngine.from_config(options.config) as engine:
+            ranker = await engine.ranker(judge_cfg)
+            for name in options.agreement:
+                try:
+                    pairs = datasets.choose(loaders[name](directory), limit=options.limit,
+                                            sample=options.sample, seed=options.seed)
+                except FileNotFoundError as exc:
+                    missing[name] = str(exc)
+                    continue
+                judge = PoolJudge(PairwiseJudge(ranker, margin), pointwise=is_pointwise(judge_cfg),
+                                  store=store, run=f"agreement:{name}",
+                                  concurrency=options.concurrency,
+                                  fingerprint=config_fingerprint(options.config, judge_cfg,
+                                                                 backends_of(judge_cfg)))
+
+                async def difference(pair: LabelledPair, judge: PoolJudge = judge,
+                                     name: str = name) -> float:
+                    return await judge.difference(Prompt(name, pair.prompt, pair.subset),
+                                                  pair.a, pair.b)
+
+                with progress_bar(options, len(pairs), name) as bar:
+                    scored = await agreement_mode.score_pairs(difference, pairs, bar.update)
+                await judge.flush()
+                tables.append(agreement_mode.table(name, scored, margin))
+    finally:
+        await store.aclose()
     text = "\n\n".join(agreement_mode.markdown(t, ranker.name) for t in tables)
     if missing:
         text += "\n\n" + "\n".join(f"- {name}: not run, {why}" for name, why in missing.items())

@@ -102,31 +102,36 @@ def _draw(member: MemberConfig) -> str:
 
 def pool_members(ensembles: Sequence[EnsembleModelConfig]) -> list[PoolMember]:
     """The union of the ensembles' members, their cascade stages' included: one pool member
-    per distinct member config (apart from ``samples``), with the most samples any ensemble
-    asks of it. It keeps the first ensemble's label; a label already taken by another config
+    per distinct member config (apart from ``samples``), with the most samples any part (an
+    ensemble's members, a cascade stage's) asks of it, a config listed twice in a part asking
+    the sum. It keeps the first ensemble's label; a label already taken by another config
     gets ``@<ensemble id>``."""
     found: dict[str, PoolMember] = {}
     for ensemble in ensembles:
-        for label, cfg in _labelled(ensemble):
-            draw = _draw(cfg)
-            if draw in found:
-                if cfg.samples > found[draw].cfg.samples:
-                    found[draw] = PoolMember(found[draw].label, cfg)
-                continue
-            taken = {m.label for m in found.values()}
-            found[draw] = PoolMember(label if label not in taken else f"{label}@{ensemble.id}",
-                                     cfg)
+        for part in _parts(ensemble):
+            asked: dict[str, int] = {}
+            for label, cfg in part:
+                draw = _draw(cfg)
+                asked[draw] = asked.get(draw, 0) + cfg.samples
+                want = cfg.model_copy(update={"samples": asked[draw]})
+                if draw in found:
+                    if want.samples > found[draw].cfg.samples:
+                        found[draw] = PoolMember(found[draw].label, want)
+                    continue
+                taken = {m.label for m in found.values()}
+                found[draw] = PoolMember(
+                    label if label not in taken else f"{label}@{ensemble.id}", want)
     return list(found.values())
 
 
-def _labelled(ensemble: EnsembleModelConfig) -> list[tuple[str, MemberConfig]]:
-    """The ensemble's members, then its cascade stages' (``adaptive:<ensemble>`` draws its
-    stages from the pool too), each with its label."""
-    found = list(zip(member_labels(ensemble), ensemble.members, strict=True))
+def _parts(ensemble: EnsembleModelConfig) -> list[list[tuple[str, MemberConfig]]]:
+    """The ensemble's members, then each cascade stage's (``adaptive:<ensemble>`` draws its
+    stages from the pool too), each member with its label."""
+    parts = [list(zip(member_labels(ensemble), ensemble.members, strict=True))]
     for stage in ensemble.cascade:
         labels = member_labels(ensemble.model_copy(update={"members": stage.members}))
-        found += zip(labels, stage.members, strict=True)
-    return found
+        parts.append(list(zip(labels, stage.members, strict=True)))
+    return parts
 
 
 def ensemble_slots(ensemble: EnsembleModelConfig, members: Sequence[PoolMember]) -> Slots:
@@ -144,9 +149,17 @@ def full_slots(members: Sequence[PoolMember]) -> Slots:
 
 
 def slot_indices(pool: Sequence[Candidate], slots: Slots) -> list[int]:
-    """The pool positions of an ensemble's candidates, in pool order."""
-    wanted = dict(slots)
-    return [i for i, c in enumerate(pool) if c.sample < wanted.get(c.member, 0)]
+    """The pool positions of a part's candidates in the part's member order, each member's
+    samples in order: the order the engine ranks them in (a tie keeps it). A member listed
+    twice takes its next samples."""
+    taken: dict[str, int] = {}
+    found = []
+    for label, count in slots:
+        first = taken.get(label, 0)
+        taken[label] = first + count
+        found += [i for i, c in enumerate(pool)
+                  if c.member == label and first <= c.sample < first + count]
+    return found
 
 
 def refuse_member_judge(config: BlendgateConfig, judge_backend: str | None,

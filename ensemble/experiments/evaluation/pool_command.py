@@ -19,7 +19,7 @@ from typing import Any
 
 from ensemble.backends.base import Backend
 from ensemble.backends.factory import build_backends
-from ensemble.config import BlendgateConfig, EnsembleModelConfig, FuserConfig, RankerConfig
+from ensemble.config import BlendgateConfig, EnsembleModelConfig, FuserConfig
 from ensemble.experiments.evaluation import policies, report
 from ensemble.experiments.evaluation.command import (
     EvalOptions,
@@ -60,6 +60,7 @@ from ensemble.experiments.evaluation.pool_scoring import (
     Judged,
     PoolJudge,
     PoolRanking,
+    is_pointwise,
     rank_pools,
 )
 from ensemble.experiments.evaluation.pool_sweep import sweep_variants
@@ -109,7 +110,7 @@ async def run_pool(options: EvalOptions,
             await _start(models.backends)
             judge = PoolJudge(PairwiseJudge(await models.rankers.get(judge_cfg),
                                             tie_margin(options)),
-                              pointwise=_pointwise(judge_cfg), store=store, run=run_label,
+                              pointwise=is_pointwise(judge_cfg), store=store, run=run_label,
                               concurrency=options.concurrency,
                               fingerprint=config_fingerprint(config, judge_cfg,
                                                              backends_of(judge_cfg)))
@@ -285,11 +286,6 @@ async def _judge(options: EvalOptions, plan: PoolPlan,
             bar.update(1)
     await judge.flush()
     return judged, len(pools) - len(judged)
-
-
-def _pointwise(cfg: RankerConfig) -> bool:
-    """Judges whose score of an answer does not depend on the other answers."""
-    return cfg.type == "reward_model" or getattr(cfg, "mode", None) == "pointwise"
 
 
 def _cost(generated: Any) -> dict[str, Any]:

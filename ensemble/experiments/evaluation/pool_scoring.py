@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ensemble.config import RankerConfig
 from ensemble.experiments.evaluation.datasets import Prompt
 from ensemble.experiments.evaluation.offline import content_key
 from ensemble.experiments.events import EvalScores, Outcome
@@ -90,6 +91,11 @@ async def rank_pools(ranker: Ranker, fingerprint: str, store: ExperimentStore, r
     return rankings
 
 
+def is_pointwise(cfg: RankerConfig) -> bool:
+    """Judges whose score of an answer does not depend on the other answers."""
+    return cfg.type == "reward_model" or getattr(cfg, "mode", None) == "pointwise"
+
+
 class PoolJudge:
     """The judge of a pool run, its verdicts cached in the store."""
 
@@ -117,6 +123,15 @@ class PoolJudge:
         scores = {t: _mean([differences[(u, t)] for u in texts if u != t]) for t in texts}
         scores.update({f: _mean([differences[(u, f)] for u in texts]) for f in extra})
         return Judged(scores, differences)
+
+    async def difference(self, prompt: Prompt, a: str, b: str) -> float:
+        """score(b) - score(a), cached like every verdict (the agreement mode's one question)."""
+        if a == b:
+            return 0.0
+        if self.pointwise:
+            scores = await self._points(prompt, [a, b])
+            return scores[b] - scores[a]
+        return (await self._pairs(prompt, [(a, b)]))[(a, b)]
 
     async def _points(self, prompt: Prompt, texts: list[str]) -> dict[str, float]:
         keys = {t: content_key(self._fingerprint, prompt.text, "point", t) for t in texts}
