@@ -404,6 +404,9 @@ async def test_a_cascade_stage_answers_where_it_accepts_and_escalates_elsewhere(
             assert mine["text"] == picks["fuse:blend"]["text"] and mine["stage"] == 1
             assert mine["completion_tokens"] == first["completion_tokens"] + \
                 picks["fuse:blend"]["completion_tokens"]
+        # the stage's time, then (escalated) the full stage's and the fusion's on top
+        extra = 0.0 if mine["path"] == "cascade:0" else picks["fuse:blend"]["latency_s"]
+        assert mine["latency_s"] == pytest.approx(first["latency_s"] + extra)
     assert paths == {"cascade:0", "fused"}
 
 
@@ -493,3 +496,39 @@ def test_a_member_listed_twice_in_a_part_draws_the_sum_of_its_samples(tmp_path: 
     slots = ensemble_slots(ensembles[1], members)
     assert [(pool[i].member, pool[i].sample) for i in slot_indices(pool, slots)] == \
         [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("a", 3), ("a", 4)]
+
+
+async def test_agreement_under_another_ranker_asks_the_similarity_ranker(tmp_path: Path) -> None:
+    """The ranker is an LLM judge, so ``agreement`` needs the consensus ranker's ranking of the
+    same part (real MiniLM): it is a ranked policy of its own, and the rule reads it."""
+    config = _with(make_config(tmp_path), skip_fusion={"agreement": 0.5})
+    sweep = parse_sweep("blend-skip:skip_fusion.agreement=0,1")
+    result = await run_pool(options(config, write_prompts(tmp_path, 3), tmp_path / "out",
+                                    sweeps=[sweep]), fakes())
+    rows = {r["policy"]: r for r in result["policies"]}
+    assert "rank:consensus" in rows  # the similarity ranking over blend-skip's (whole) pool
+    # every two answers share words, none is identical: 0 accepts all, 1 none
+    assert rows["adaptive:blend-skip[skip_fusion.agreement=0]"]["paths"] == {"skip_fusion": 1.0}
+    assert rows["adaptive:blend-skip[skip_fusion.agreement=1]"]["paths"] == {"fused": 1.0}
+    for prompt in result["prompts"]:
+        picks = prompt["picks"]
+        skipped = picks["adaptive:blend-skip[skip_fusion.agreement=0]"]
+        assert skipped["text"] == picks["rank:llm_judge"]["text"]  # the ranker's top, not MiniLM's
+        # its cost: the ranked pick's, plus the similarity ranking's time
+        assert skipped["latency_s"] >= picks["rank:llm_judge"]["latency_s"]
+
+
+def test_two_ranker_types_that_set_nothing_else_never_share_a_cache_entry(
+        tmp_path: Path) -> None:
+    from pydantic import TypeAdapter
+
+    from ensemble.config import RankerConfig
+    from ensemble.experiments.evaluation.offline import config_fingerprint
+
+    config = make_config(tmp_path)
+    adapter = TypeAdapter(RankerConfig)
+    consensus, none = (adapter.validate_python({"type": t}) for t in ("consensus", "none"))
+    assert config_fingerprint(config, consensus, []) != config_fingerprint(config, none, [])
+    # a field left at its default still does not count: a new default keeps old caches
+    explicit = adapter.validate_python({"type": "consensus", "device": "cpu"})
+    assert config_fingerprint(config, consensus, []) == config_fingerprint(config, explicit, [])

@@ -76,14 +76,25 @@ def config_fingerprint(config: BlendgateConfig, what: BaseModel | str,
                        backends: Iterable[str]) -> str:
     """A hash of a component's config (a model, a member, a ranker, a fuser) and of the
     backends it calls: what decides its output, so the cache key of that output."""
-    # Only what was set: a later blendgate with new (defaulted) config fields keeps the cache.
     parts = {
-        "model": what.model_dump(mode="json", exclude_defaults=True)
-        if isinstance(what, BaseModel) else what,
-        "backends": {b: config.backends[b].model_dump(mode="json", exclude_defaults=True)
-                     for b in sorted(set(backends))},
+        "model": _set_fields(what) if isinstance(what, BaseModel) else what,
+        "backends": {b: _set_fields(config.backends[b]) for b in sorted(set(backends))},
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+DISCRIMINATORS = ("type", "kind")  # which config class a section is: its default is its value
+
+
+def _set_fields(model: BaseModel) -> dict[str, Any]:
+    """Only what was set, so a later blendgate with new (defaulted) fields keeps the cache;
+    but always the discriminator: ``{type: consensus}`` and ``{type: none}`` set nothing else,
+    and must not share a cache entry (before 7 Dec 2026 they did)."""
+    found: dict[str, Any] = model.model_dump(mode="json", exclude_defaults=True)
+    for name in DISCRIMINATORS:
+        if name in type(model).model_fields:
+            found[name] = getattr(model, name)
+    return found
 
 
 def content_key(*parts: object) -> str:
