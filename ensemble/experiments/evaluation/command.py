@@ -191,6 +191,7 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
 
     margin = tie_margin(options)
     judge_cfg = judge_config(options)
+    fingerprint = config_fingerprint(options.config, judge_cfg, backends_of(judge_cfg))
     tables, missing = [], {}
     store = await open_store(options)
     try:
@@ -205,9 +206,7 @@ async def _run_agreement(options: EvalOptions) -> dict[str, Any]:
                     continue
                 judge = PoolJudge(PairwiseJudge(ranker, margin), pointwise=is_pointwise(judge_cfg),
                                   store=store, run=f"agreement:{name}",
-                                  concurrency=options.concurrency,
-                                  fingerprint=config_fingerprint(options.config, judge_cfg,
-                                                                 backends_of(judge_cfg)))
+                                  concurrency=options.concurrency, fingerprint=fingerprint)
 
                 async def difference(pair: LabelledPair, judge: PoolJudge = judge,
                                      name: str = name) -> float:
